@@ -1,0 +1,359 @@
+//! `zscore`: how many standard deviations a point lies from a sliding window of the
+//! points before it.
+//!
+//! The window is a ring of one f64 per `interval` slot (8 bytes a point; the latest
+//! sample in a slot wins), so time-based eviction is implicit: advancing to a new slot
+//! clears the slots that fell out of the window. Sums are kept relative to a shift and
+//! recomputed from the ring once per window length, which bounds floating-point drift
+//! (amortised O(1), tested over 10^8 updates).
+
+use serde::{Deserialize, Serialize};
+
+use super::{ratio_score, zscore, Direction, ParamError, Verdict};
+use crate::duration::Duration;
+
+/// Settings of the `zscore` detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZScoreConfig {
+    /// Length of the sliding window (required).
+    pub window: Duration,
+    /// |z| above which a point is anomalous (default 3).
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    /// Points the window needs before any decision (default 10).
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u32,
+    /// Which side counts (default both).
+    #[serde(default)]
+    pub direction: Direction,
+    /// Hysteresis: once active, stay active while z exceeds this (default `threshold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recover: Option<f64>,
+}
+
+const fn default_threshold() -> f64 {
+    3.0
+}
+const fn default_min_samples() -> u32 {
+    10
+}
+
+/// Derived sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Params {
+    /// Slots in the ring.
+    pub capacity: usize,
+    /// Slot width in ms (the group interval).
+    pub slot_ms: i64,
+}
+
+/// Largest window, in slots, that a rule may ask for.
+const MAX_CAPACITY: usize = 1 << 20;
+
+impl ZScoreConfig {
+    pub(super) fn compile(&self, interval: Duration) -> Result<Params, Vec<ParamError>> {
+        let mut errs = Vec::new();
+        let slot_ms = interval.as_millis().max(1);
+        let capacity = (self.window.as_millis() + slot_ms - 1) / slot_ms;
+        if capacity < 2 {
+            errs.push((
+                "window".into(),
+                format!(
+                    "{} must span at least 2 intervals of {interval}",
+                    self.window
+                ),
+            ));
+        } else if capacity as usize > MAX_CAPACITY {
+            errs.push((
+                "window".into(),
+                format!(
+                    "{} is {capacity} intervals; at most {MAX_CAPACITY}",
+                    self.window
+                ),
+            ));
+        }
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            errs.push(("threshold".into(), "must be a positive number".into()));
+        }
+        if let Some(r) = self.recover {
+            if !(r.is_finite() && r >= 0.0 && r <= self.threshold) {
+                errs.push((
+                    "recover".into(),
+                    format!("must be between 0 and threshold ({})", self.threshold),
+                ));
+            }
+        }
+        if self.min_samples < 2 {
+            errs.push((
+                "min_samples".into(),
+                "must be at least 2 (a variance needs two points)".into(),
+            ));
+        } else if i64::from(self.min_samples) > capacity {
+            errs.push((
+                "min_samples".into(),
+                format!(
+                    "{} exceeds the window's {capacity} points: the detector would never decide",
+                    self.min_samples
+                ),
+            ));
+        }
+        if errs.is_empty() {
+            Ok(Params {
+                capacity: capacity as usize,
+                slot_ms,
+            })
+        } else {
+            Err(errs)
+        }
+    }
+}
+
+/// Sliding window with running moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZScoreState {
+    ring: Box<[f64]>,
+    /// Slot number (ts / slot_ms) of the newest point; i64::MIN before the first.
+    head: i64,
+    count: u32,
+    shift: f64,
+    s1: f64,
+    s2: f64,
+    since_recompute: u32,
+}
+
+impl ZScoreState {
+    pub(super) fn new(p: &Params) -> Self {
+        ZScoreState {
+            ring: vec![f64::NAN; p.capacity].into_boxed_slice(),
+            head: i64::MIN,
+            count: 0,
+            shift: 0.0,
+            s1: 0.0,
+            s2: 0.0,
+            since_recompute: 0,
+        }
+    }
+
+    /// Mean and population standard deviation of the window.
+    pub fn moments(&self) -> (f64, f64) {
+        if self.count == 0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let n = f64::from(self.count);
+        let m1 = self.s1 / n;
+        let var = (self.s2 / n - m1 * m1).max(0.0);
+        (self.shift + m1, var.sqrt())
+    }
+
+    /// Slots in the window.
+    pub fn capacity(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Points currently in the window.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn remove_at(&mut self, i: usize) {
+        let old = self.ring[i];
+        if !old.is_nan() {
+            let d = old - self.shift;
+            self.s1 -= d;
+            self.s2 -= d * d;
+            self.count -= 1;
+            self.ring[i] = f64::NAN;
+        }
+    }
+
+    fn recompute(&mut self) {
+        let (mut n, mut sum) = (0u32, 0.0);
+        for &v in self.ring.iter().filter(|v| !v.is_nan()) {
+            n += 1;
+            sum += v;
+        }
+        self.shift = if n > 0 { sum / f64::from(n) } else { 0.0 };
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for &v in self.ring.iter().filter(|v| !v.is_nan()) {
+            let d = v - self.shift;
+            s1 += d;
+            s2 += d * d;
+        }
+        (self.count, self.s1, self.s2, self.since_recompute) = (n, s1, s2, 0);
+    }
+
+    pub(super) fn observe(
+        &mut self,
+        c: &ZScoreConfig,
+        p: &Params,
+        ts: i64,
+        x: f64,
+        active: bool,
+    ) -> Verdict {
+        let cap = self.ring.len();
+        let slot = ts.div_euclid(p.slot_ms);
+        if self.head == i64::MIN {
+            self.head = slot;
+            self.shift = x;
+        } else if slot > self.head {
+            let gap = (slot - self.head).min(cap as i64) as usize;
+            for k in 1..=gap {
+                let idx = (self.head + k as i64).rem_euclid(cap as i64) as usize;
+                self.remove_at(idx);
+            }
+            self.head = slot;
+        }
+        // Score against the window as it is before this point joins it.
+        let verdict = if self.count >= c.min_samples {
+            let (mean, sd) = self.moments();
+            let z = zscore(x, mean, sd);
+            let d = c.direction.signed(z);
+            let limit = if active {
+                c.recover.unwrap_or(c.threshold)
+            } else {
+                c.threshold
+            };
+            let band = (mean - c.threshold * sd, mean + c.threshold * sd);
+            Verdict {
+                anomalous: d > limit,
+                score: ratio_score(d, c.threshold),
+                band: Some(band),
+            }
+        } else {
+            Verdict::UNKNOWN
+        };
+        if slot >= self.head - cap as i64 + 1 {
+            let idx = slot.rem_euclid(cap as i64) as usize;
+            self.remove_at(idx);
+            self.ring[idx] = x;
+            let d = x - self.shift;
+            self.s1 += d;
+            self.s2 += d * d;
+            self.count += 1;
+            self.since_recompute += 1;
+            if self.since_recompute as usize >= cap {
+                self.recompute();
+            }
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(window_s: i64, min: u32) -> (ZScoreConfig, Params) {
+        let c = ZScoreConfig {
+            window: Duration::from_secs(window_s),
+            threshold: 3.0,
+            min_samples: min,
+            direction: Direction::Both,
+            recover: None,
+        };
+        let p = c.compile(Duration::from_secs(1)).unwrap();
+        (c, p)
+    }
+
+    #[test]
+    fn scores_against_window_before_the_point() {
+        // 30 points alternating 0/2 (mean 1, sd 1) then one at z = 9, not capped at sqrt(n-1).
+        let (c, p) = cfg(40, 10);
+        let mut s = ZScoreState::new(&p);
+        for i in 0..30 {
+            s.observe(&c, &p, i * 1000, if i % 2 == 0 { 0.0 } else { 2.0 }, false);
+        }
+        let (mean, sd) = s.moments();
+        let v = s.observe(&c, &p, 30_000, mean + 9.0 * sd, false);
+        assert!(v.anomalous);
+        assert!((v.score - 9.0 / 12.0).abs() < 1e-9, "score {}", v.score);
+    }
+
+    #[test]
+    fn min_samples_and_flat_windows() {
+        let (c, p) = cfg(60, 5);
+        let mut s = ZScoreState::new(&p);
+        for i in 0..4 {
+            assert_eq!(s.observe(&c, &p, i * 1000, 5.0, false), Verdict::UNKNOWN);
+        }
+        s.observe(&c, &p, 4000, 5.0, false);
+        let same = s.observe(&c, &p, 5000, 5.0, false);
+        assert!(
+            !same.anomalous && same.score == 0.0,
+            "equal point on a flat window is normal"
+        );
+        let diff = s.observe(&c, &p, 6000, 5.001, false);
+        assert!(
+            diff.anomalous && diff.score == 1.0,
+            "any change on a flat window is z=inf"
+        );
+    }
+
+    #[test]
+    fn time_based_eviction_across_gaps() {
+        let (c, p) = cfg(10, 2);
+        let mut s = ZScoreState::new(&p);
+        for i in 0..10 {
+            s.observe(&c, &p, i * 1000, i as f64, false);
+        }
+        assert_eq!(s.len(), 10);
+        // 25 s later every old point has left the window.
+        s.observe(&c, &p, 35_000, 1.0, false);
+        assert_eq!(s.len(), 1);
+        s.observe(&c, &p, 36_000, 3.0, false);
+        let (mean, sd) = s.moments();
+        assert!((mean - 2.0).abs() < 1e-12 && (sd - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn direction_and_recover() {
+        let mut c = cfg(60, 5).0;
+        c.direction = Direction::Up;
+        c.recover = Some(1.0);
+        let p = c.compile(Duration::from_secs(1)).unwrap();
+        let mut s = ZScoreState::new(&p);
+        for i in 0..20 {
+            s.observe(&c, &p, i * 1000, if i % 2 == 0 { 9.0 } else { 11.0 }, false);
+        }
+        assert!(
+            !s.clone().observe(&c, &p, 20_000, 0.0, false).anomalous,
+            "down ignored"
+        );
+        assert!(
+            !s.clone().observe(&c, &p, 20_000, 12.0, false).anomalous,
+            "z=2 < 3"
+        );
+        assert!(
+            s.clone().observe(&c, &p, 20_000, 12.0, true).anomalous,
+            "z=2 > recover 1"
+        );
+    }
+
+    #[test]
+    fn no_drift_over_1e8_updates() {
+        // A large offset with small noise is the worst case for running sums.
+        let (c, p) = cfg(100, 10);
+        let mut s = ZScoreState::new(&p);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..100_000_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = 1e9 + (x % 1000) as f64 * 1e-3;
+            s.observe(&c, &p, i * 1000, v, false);
+        }
+        let vals: Vec<f64> = s.ring.iter().copied().filter(|v| !v.is_nan()).collect();
+        let n = vals.len() as f64;
+        let mean = vals.iter().sum::<f64>() / n;
+        let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let (m, d) = s.moments();
+        assert!((m - mean).abs() < 1e-6, "mean drifted: {m} vs {mean}");
+        assert!((d - sd).abs() / sd < 1e-6, "sd drifted: {d} vs {sd}");
+    }
+}

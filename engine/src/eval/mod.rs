@@ -1,0 +1,923 @@
+//! The evaluator: routes samples to rules, keeps per-(rule, state) windows and detector
+//! state, runs the alert lifecycle and emits alert transitions and action intents.
+//!
+//! Time is event time only. Samples are buffered until the watermark passes them, then
+//! evaluated in timestamp order, so the same input gives the same output however it was
+//! chunked or (within the allowed lateness) reordered. Rules that work on steps
+//! (aggregate, quantile, absent, compound) run at every multiple of their group interval
+//! once the watermark has passed it; state expiry runs on a fixed event-time sweep.
+//!
+//! Outputs are [`Event`]s, drained with [`Evaluator::drain_events`]; within one release
+//! they are ordered by (timestamp, rule, fingerprint), so two runs over the same input
+//! give identical event streams.
+
+mod snapshot;
+mod state;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
+use state::{Input, Key, RuleState};
+
+use crate::labels::{self, Labels, METRIC_NAME};
+use crate::lifecycle::AlertState;
+use crate::rule::{Action, AggregateOp, CompoundMode, Rule, RuleKind, RuleSet};
+use crate::series::{is_stale_marker, Route, Sample, SeriesId, SeriesRegistry, REFUSED};
+use crate::signal::bucket_quantile;
+use crate::template::Vars;
+
+/// Evaluator settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluatorConfig {
+    /// How far behind the newest sample the watermark trails, ms (default 0).
+    pub lateness_ms: i64,
+}
+
+impl Default for EvaluatorConfig {
+    fn default() -> Self {
+        EvaluatorConfig { lateness_ms: 0 }
+    }
+}
+
+/// How long `absent` and compound states are remembered without samples.
+const ABSENT_RETENTION_MS: i64 = 24 * 3_600_000;
+/// Event-time period of the expiry sweep.
+const SWEEP_MS: i64 = 30_000;
+
+/// An alert changed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    /// Event time of the change, ms.
+    pub ts: i64,
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// New state: pending, firing, resolved, or inactive (a pending alert that cleared).
+    pub state: AlertState,
+    /// Alert labels (state labels, group and rule labels, alertname, severity).
+    pub labels: Labels,
+    /// Rendered annotations.
+    pub annotations: Labels,
+    /// Signal value at the change.
+    pub value: f64,
+    /// Detector score at the change.
+    pub score: f64,
+    /// When the condition became true.
+    pub active_at: i64,
+    /// Stable hash of `labels`.
+    pub fingerprint: u64,
+    /// Held by flap damping.
+    pub flapping: bool,
+    /// Whether the rule sends this alert to alert sinks (`actions: [alert]`).
+    pub notify: bool,
+}
+
+/// A rule asks the actuator to act.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Event time, ms.
+    pub ts: i64,
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// What to do.
+    pub action: Action,
+    /// Target node.
+    pub node: String,
+    /// Pod namespace (evict of one pod).
+    pub namespace: Option<String>,
+    /// Pod name (evict of one pod).
+    pub pod: Option<String>,
+    /// Labels of the alert that asked.
+    pub labels: Labels,
+    /// Fingerprint of that alert.
+    pub fingerprint: u64,
+}
+
+/// Something the evaluator decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// An alert state change.
+    Alert(AlertEvent),
+    /// An action intent.
+    Intent(Intent),
+}
+
+impl Event {
+    /// Event time.
+    pub fn ts(&self) -> i64 {
+        match self {
+            Event::Alert(a) => a.ts,
+            Event::Intent(i) => i.ts,
+        }
+    }
+
+    fn order(&self) -> (i64, &str, u64, u8) {
+        match self {
+            Event::Alert(a) => (a.ts, &a.rule, a.fingerprint, 0),
+            Event::Intent(i) => (i.ts, &i.rule, i.fingerprint, 1 + i.action as u8),
+        }
+    }
+}
+
+/// A pending or firing alert, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActiveAlert {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Pending or firing.
+    pub state: AlertState,
+    /// Alert labels.
+    pub labels: Labels,
+    /// Rendered annotations.
+    pub annotations: Labels,
+    /// Last value.
+    pub value: f64,
+    /// Last score.
+    pub score: f64,
+    /// Pending since.
+    pub active_at: i64,
+    /// Firing since (pending: None).
+    pub fired_at: Option<i64>,
+    /// Fingerprint.
+    pub fingerprint: u64,
+    /// Held by flap damping.
+    pub flapping: bool,
+}
+
+/// Engine-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Samples handed to [`Evaluator::ingest`].
+    pub received: u64,
+    /// Samples evaluated.
+    pub evaluated: u64,
+    /// Dropped: older than the watermark.
+    pub late: u64,
+    /// Dropped: same series and timestamp as an evaluated sample.
+    pub duplicate: u64,
+    /// Dropped: NaN or ±Inf.
+    pub non_finite: u64,
+    /// Dropped: series id not interned (or expired).
+    pub unknown_series: u64,
+    /// Staleness markers seen.
+    pub stale_markers: u64,
+    /// Series expired after going silent.
+    pub expired_series: u64,
+}
+
+/// Per-rule counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleStats {
+    /// Samples routed to the rule.
+    pub samples: u64,
+    /// Samples dropped because the rule reached `max_series`.
+    pub refused: u64,
+    /// Detector evaluations.
+    pub evaluations: u64,
+    /// Live states.
+    pub states: u64,
+}
+
+/// Something worth a log line, raised once per cause (the engine does no I/O).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A rule reached its series cap; further new series are refused and counted.
+    SeriesCapReached {
+        /// Rule name.
+        rule: Arc<str>,
+        /// The cap.
+        cap: u32,
+    },
+}
+
+/// The event-time rule evaluator.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    rules: Arc<RuleSet>,
+    config: EvaluatorConfig,
+    series: SeriesRegistry,
+    states: Vec<RuleState>,
+    watermark: i64,
+    max_seen: i64,
+    pending: Vec<Sample>,
+    stats: Stats,
+    events: Vec<Event>,
+    /// Earliest step time of any step rule, or the next sweep.
+    next_due: i64,
+    next_sweep: i64,
+    notices: Vec<Notice>,
+    scratch: Scratch,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    buf: Vec<u8>,
+    batch: Vec<Sample>,
+    compound: Vec<(usize, usize, Box<[u8]>, i64)>,
+    acc: Vec<(f64, u32)>,
+    buckets: Vec<(u32, f64, f64)>,
+    pairs: Vec<(f64, f64)>,
+}
+
+const UNSTARTED: i64 = i64::MIN;
+
+impl Evaluator {
+    /// An evaluator for `rules` with no state.
+    pub fn new(rules: Arc<RuleSet>, config: EvaluatorConfig) -> Self {
+        let states = rules.rules.iter().map(|_| RuleState::new()).collect();
+        Evaluator {
+            rules,
+            config,
+            series: SeriesRegistry::default(),
+            states,
+            watermark: UNSTARTED,
+            max_seen: UNSTARTED,
+            pending: Vec::new(),
+            stats: Stats::default(),
+            events: Vec::new(),
+            next_due: UNSTARTED,
+            next_sweep: UNSTARTED,
+            notices: Vec::new(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// The rule set being evaluated.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Interns a label set; use the id in [`Sample`]s.
+    pub fn intern(&mut self, labels: &Labels) -> SeriesId {
+        self.series.intern(labels)
+    }
+
+    /// The series registry, for interning borrowed label pairs.
+    pub fn series_mut(&mut self) -> &mut SeriesRegistry {
+        &mut self.series
+    }
+
+    /// The series registry.
+    pub fn series(&self) -> &SeriesRegistry {
+        &self.series
+    }
+
+    /// Current watermark: every sample with a smaller timestamp has been evaluated.
+    pub fn watermark(&self) -> Option<i64> {
+        (self.watermark != UNSTARTED).then_some(self.watermark)
+    }
+
+    /// Engine-wide counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counters of rule `i` (index in the rule set).
+    pub fn rule_stats(&self, i: usize) -> RuleStats {
+        let s = &self.states[i];
+        let mut r = s.stats.clone();
+        r.states = s.keys.live() as u64;
+        r
+    }
+
+    /// Takes the notices raised since the last call.
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Takes the events decided since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Samples waiting for the watermark.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Adds samples. Samples older than the watermark are dropped as late; the rest
+    /// are evaluated once the watermark (newest timestamp − lateness) passes them.
+    pub fn ingest(&mut self, samples: &[Sample]) {
+        self.stats.received += samples.len() as u64;
+        let mut max = self.max_seen;
+        let sorted_tail = self.pending.last().map_or(UNSTARTED, |s| s.ts);
+        let mut in_order = true;
+        let mut prev = sorted_tail;
+        for s in samples {
+            if s.ts < self.watermark {
+                self.stats.late += 1;
+                continue;
+            }
+            if !s.value.is_finite() && !is_stale_marker(s.value) {
+                self.stats.non_finite += 1;
+                continue;
+            }
+            if let Some(e) = self
+                .series
+                .entries
+                .get_mut(s.series as usize)
+                .filter(|e| e.live)
+            {
+                e.last_arrival = e.last_arrival.max(s.ts);
+            } else {
+                self.stats.unknown_series += 1;
+                continue;
+            }
+            in_order &= s.ts >= prev;
+            prev = s.ts;
+            max = max.max(s.ts);
+            self.pending.push(*s);
+        }
+        if !in_order {
+            // Stable: among equal timestamps, arrival order decides (first wins).
+            self.pending.sort_by_key(|s| s.ts);
+        }
+        self.max_seen = max;
+        if max != UNSTARTED {
+            self.advance_watermark(max.saturating_sub(self.config.lateness_ms));
+        }
+    }
+
+    /// Moves the watermark forward to `ts` (never back) and evaluates what it passes.
+    /// The live service calls this from the wall clock when intake is idle, so that
+    /// absence rules fire when everything goes quiet.
+    pub fn advance_watermark(&mut self, ts: i64) {
+        if ts <= self.watermark {
+            return;
+        }
+        self.watermark = ts;
+        self.release();
+    }
+
+    /// Evaluates every buffered sample (end of a replay).
+    pub fn flush(&mut self) {
+        if self.max_seen != UNSTARTED {
+            self.advance_watermark(self.max_seen.saturating_add(1));
+        }
+    }
+
+    fn release(&mut self) {
+        let w = self.watermark;
+        let n = self.pending.partition_point(|s| s.ts < w);
+        let first_event = self.events.len();
+        let mut batch = std::mem::take(&mut self.scratch.batch);
+        batch.clear();
+        batch.extend(self.pending.drain(..n));
+        if self.next_sweep == UNSTARTED {
+            if let Some(first) = batch.first() {
+                self.start_clocks(first.ts);
+            }
+        }
+        for s in &batch {
+            if s.ts > self.next_due {
+                self.run_steps_before(s.ts);
+            }
+            self.process(*s);
+        }
+        self.scratch.batch = batch;
+        if self.next_sweep != UNSTARTED && w > self.next_due {
+            self.run_steps_before(w);
+        }
+        if self.events.len() - first_event > 1 {
+            self.events[first_event..].sort_by(|a, b| {
+                let (x, y) = (a.order(), b.order());
+                x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal)
+            });
+        }
+    }
+
+    fn start_clocks(&mut self, first_ts: i64) {
+        let align = |ts: i64, step: i64| ts.div_euclid(step) * step;
+        for (st, rule) in self.states.iter_mut().zip(&self.rules.rules) {
+            if rule.kind != RuleKind::Direct {
+                st.next_step = align(first_ts, rule.interval_ms);
+            }
+        }
+        self.next_sweep = align(first_ts, SWEEP_MS) + SWEEP_MS;
+        self.recompute_next_due();
+    }
+
+    fn recompute_next_due(&mut self) {
+        self.next_due = self
+            .states
+            .iter()
+            .map(|s| s.next_step)
+            .filter(|&t| t != UNSTARTED)
+            .fold(self.next_sweep, i64::min);
+    }
+
+    /// Runs every step (and sweep) scheduled strictly before `limit`, in time order:
+    /// plain step rules, then compound rules, then the sweep.
+    fn run_steps_before(&mut self, limit: i64) {
+        while self.next_due < limit {
+            let t = self.next_due;
+            for phase in 0..2 {
+                for i in 0..self.states.len() {
+                    let is_compound = matches!(self.rules.rules[i].kind, RuleKind::Compound(_));
+                    if self.states[i].next_step == t && (phase == 1) == is_compound {
+                        self.step_rule(i, t);
+                        let rule = &self.rules.rules[i];
+                        let st = &mut self.states[i];
+                        st.next_step = if st.keys.live() == 0 && st.inputs.live() == 0 {
+                            // Nothing to evaluate: skip idle steps up to the limit.
+                            let skip = (limit - 1 - t).div_euclid(rule.interval_ms).max(0);
+                            t + (skip + 1) * rule.interval_ms
+                        } else {
+                            t + rule.interval_ms
+                        };
+                    }
+                }
+            }
+            if self.next_sweep == t {
+                self.sweep(t);
+                self.next_sweep = t + SWEEP_MS;
+            }
+            self.recompute_next_due();
+        }
+    }
+
+    fn process(&mut self, s: Sample) {
+        let entry = &mut self.series.entries[s.series as usize];
+        if !entry.live {
+            self.stats.unknown_series += 1;
+            return;
+        }
+        if s.ts <= entry.last_ts {
+            self.stats.duplicate += 1;
+            return;
+        }
+        entry.last_ts = s.ts;
+        if is_stale_marker(s.value) {
+            self.stats.stale_markers += 1;
+            return;
+        }
+        self.stats.evaluated += 1;
+        if entry.routes.is_none() {
+            let routes = self.route(s.series, s.ts);
+            self.series.entries[s.series as usize].routes = Some(routes);
+        }
+        let routes = self.series.entries[s.series as usize]
+            .routes
+            .take()
+            .unwrap_or_default();
+        for r in routes.iter() {
+            self.on_sample(*r, s.ts, s.value);
+        }
+        self.series.entries[s.series as usize].routes = Some(routes);
+        self.apply_compound_updates();
+    }
+
+    /// Finds the rules a series feeds and gives it an input slot in each.
+    fn route(&mut self, id: SeriesId, ts: i64) -> Box<[Route]> {
+        let mut routes = Vec::new();
+        let rules = Arc::clone(&self.rules);
+        for (i, rule) in rules.rules.iter().enumerate() {
+            let Some(sel) = &rule.selector else { continue };
+            if !sel.matches(&self.series.entries[id as usize].labels) {
+                continue;
+            }
+            let input = self.add_input(i, id, ts);
+            routes.push(Route {
+                rule: i as u32,
+                input,
+            });
+        }
+        routes.into_boxed_slice()
+    }
+
+    /// Creates the input slot of series `id` in rule `i` (and its state if new).
+    fn add_input(&mut self, i: usize, id: SeriesId, born: i64) -> u32 {
+        let rule = &self.rules.rules[i];
+        let labels = &self.series.entries[id as usize].labels;
+        let buf = &mut self.scratch.buf;
+        let mut le = f64::NAN;
+        match &rule.kind {
+            RuleKind::Aggregate { by, .. } => labels::project(labels, by, buf),
+            RuleKind::Quantile { by, .. } => {
+                le = labels::get(labels, "le")
+                    .and_then(parse_le)
+                    .unwrap_or(f64::NAN);
+                match by {
+                    Some(by) => labels::project(labels, by, buf),
+                    None => labels::without(labels, &[METRIC_NAME, "le"], buf),
+                }
+            }
+            _ => match &rule.by {
+                Some(by) => labels::project(labels, by, buf),
+                None => labels::without(labels, &[METRIC_NAME], buf),
+            },
+        }
+        let st = &mut self.states[i];
+        let key = match st.keys.find(buf) {
+            Some(k) => k,
+            None if st.keys.live() >= rule.max_series as usize => {
+                if !st.cap_noticed {
+                    st.cap_noticed = true;
+                    self.notices.push(Notice::SeriesCapReached {
+                        rule: Arc::clone(&rule.name),
+                        cap: rule.max_series,
+                    });
+                }
+                return REFUSED;
+            }
+            None => st.keys.insert(buf, Key::new(rule, born)),
+        };
+        st.keys.get_mut(key).refs += 1;
+        st.inputs.insert(Input {
+            series: id,
+            key,
+            last_ts: UNSTARTED,
+            value: f64::NAN,
+            le,
+            rate: rule.rate_ms.map(|_| Box::default()),
+        })
+    }
+
+    fn on_sample(&mut self, r: Route, ts: i64, v: f64) {
+        let i = r.rule as usize;
+        let rules = Arc::clone(&self.rules);
+        let rule = &rules.rules[i];
+        let st = &mut self.states[i];
+        st.stats.samples += 1;
+        if r.input == REFUSED {
+            st.stats.refused += 1;
+            return;
+        }
+        let input = st.inputs.get_mut(r.input);
+        let value = match (&mut input.rate, rule.rate_ms) {
+            (Some(rate), Some(range)) => rate.update(ts, v, range).unwrap_or(f64::NAN),
+            _ => v,
+        };
+        input.last_ts = ts;
+        input.value = value;
+        let k = input.key;
+        let key = st.keys.get_mut(k);
+        key.last_seen = ts;
+        if rule.kind != RuleKind::Direct || value.is_nan() {
+            return;
+        }
+        let Some(det) = &rule.detector else { return };
+        let verdict = det.observe(&mut key.detector, ts, value, key.track.is_active());
+        st.stats.evaluations += 1;
+        self.evaluate(rule, i, k, ts, verdict.anomalous, value, verdict.score);
+    }
+
+    /// Runs the lifecycle of state `k` of rule `i` and emits what changed.
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &mut self,
+        rule: &Rule,
+        i: usize,
+        k: u32,
+        ts: i64,
+        cond: bool,
+        value: f64,
+        score: f64,
+    ) {
+        let key = self.states[i].keys.get_mut(k);
+        let born = key.born;
+        if let Some(change) = key.track.step(rule, ts, cond, value, score, born) {
+            self.emit(rule, i, k, ts, change);
+        }
+        let key = self.states[i].keys.get(k);
+        if key.track.state == AlertState::Firing {
+            for &(c, pos) in &rule.dependents {
+                if let RuleKind::Compound(spec) = &self.rules.rules[c].kind {
+                    labels::project(&key.labels, &spec.on, &mut self.scratch.buf);
+                    self.scratch
+                        .compound
+                        .push((c, pos, self.scratch.buf.as_slice().into(), ts));
+                }
+            }
+        }
+    }
+
+    fn apply_compound_updates(&mut self) {
+        if self.scratch.compound.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.scratch.compound);
+        for (c, pos, buf, ts) in &updates {
+            let rule = &self.rules.rules[*c];
+            let st = &mut self.states[*c];
+            let k = match st.keys.find(buf) {
+                Some(k) => k,
+                None if st.keys.live() >= rule.max_series as usize => {
+                    st.stats.refused += 1;
+                    continue;
+                }
+                None => st.keys.insert(buf, Key::new(rule, *ts)),
+            };
+            let key = st.keys.get_mut(k);
+            key.fired[*pos] = *ts;
+            key.last_seen = *ts;
+        }
+        self.scratch.compound = updates;
+        self.scratch.compound.clear();
+    }
+
+    /// Evaluates step rule `i` at step time `t`.
+    fn step_rule(&mut self, i: usize, t: i64) {
+        let rules = Arc::clone(&self.rules);
+        let rule = &rules.rules[i];
+        match &rule.kind {
+            RuleKind::Direct => {}
+            RuleKind::Aggregate { op, .. } => {
+                let st = &mut self.states[i];
+                let acc = &mut self.scratch.acc;
+                acc.clear();
+                acc.resize(st.keys.slots(), (f64::NAN, 0));
+                let horizon = t - rule.staleness_ms;
+                for (_, input) in st.inputs.iter() {
+                    if input.last_ts <= horizon || input.last_ts > t || !input.value.is_finite() {
+                        continue;
+                    }
+                    let (a, n) = &mut acc[input.key as usize];
+                    *a = match (op, *n) {
+                        (_, 0) => input.value,
+                        (AggregateOp::Sum | AggregateOp::Avg, _) => *a + input.value,
+                        (AggregateOp::Min, _) => a.min(input.value),
+                        (AggregateOp::Max, _) => a.max(input.value),
+                        (AggregateOp::Count, _) => 0.0,
+                    };
+                    *n += 1;
+                }
+                let acc = std::mem::take(&mut self.scratch.acc);
+                for (k, &(a, n)) in acc.iter().enumerate() {
+                    if n == 0 {
+                        continue;
+                    }
+                    let value = match op {
+                        AggregateOp::Avg => a / f64::from(n),
+                        AggregateOp::Count => f64::from(n),
+                        _ => a,
+                    };
+                    self.detect_at(rule, i, k as u32, t, value);
+                }
+                self.scratch.acc = acc;
+            }
+            RuleKind::Quantile { q, .. } => {
+                let st = &self.states[i];
+                let horizon = t - rule.staleness_ms;
+                let mut b = std::mem::take(&mut self.scratch.buckets);
+                b.clear();
+                b.extend(
+                    st.inputs
+                        .iter()
+                        .filter(|(_, x)| {
+                            x.last_ts > horizon && x.value.is_finite() && !x.le.is_nan()
+                        })
+                        .map(|(_, x)| (x.key, x.le, x.value)),
+                );
+                b.sort_by(|x, y| {
+                    (x.0, x.1)
+                        .partial_cmp(&(y.0, y.1))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+                let mut pairs = std::mem::take(&mut self.scratch.pairs);
+                let mut start = 0;
+                while start < b.len() {
+                    let k = b[start].0;
+                    let end = start + b[start..].iter().take_while(|x| x.0 == k).count();
+                    pairs.clear();
+                    for &(_, le, v) in &b[start..end] {
+                        match pairs.last_mut() {
+                            Some(last) if last.0 == le => last.1 += v,
+                            _ => pairs.push((le, v)),
+                        }
+                    }
+                    let value = bucket_quantile(*q, &mut pairs);
+                    if value.is_finite() {
+                        self.detect_at(rule, i, k, t, value);
+                    }
+                    start = end;
+                }
+                self.scratch.buckets = b;
+                self.scratch.pairs = pairs;
+            }
+            RuleKind::Absent { after_ms } => {
+                let keys: Vec<(u32, i64)> = self.states[i]
+                    .keys
+                    .iter()
+                    .map(|(k, key)| (k, key.last_seen))
+                    .collect();
+                for (k, last) in keys {
+                    let silent = t - last;
+                    let cond = silent >= *after_ms;
+                    let score = crate::detector::ratio_score(silent as f64, *after_ms as f64);
+                    self.states[i].stats.evaluations += 1;
+                    self.evaluate(rule, i, k, t, cond, silent as f64 / 1000.0, score);
+                }
+            }
+            RuleKind::Compound(spec) => {
+                let since = t - spec.within_ms;
+                let keys: Vec<(u32, usize)> = self.states[i]
+                    .keys
+                    .iter()
+                    .map(|(k, key)| {
+                        (
+                            k,
+                            key.fired
+                                .iter()
+                                .filter(|&&f| f != UNSTARTED && f >= since)
+                                .count(),
+                        )
+                    })
+                    .collect();
+                for (k, recent) in keys {
+                    let cond = match spec.mode {
+                        CompoundMode::All => recent == spec.refs.len(),
+                        CompoundMode::Any => recent > 0,
+                    };
+                    let score = recent as f64 / spec.refs.len().max(1) as f64;
+                    self.states[i].stats.evaluations += 1;
+                    self.evaluate(rule, i, k, t, cond, recent as f64, score);
+                }
+            }
+        }
+        self.apply_compound_updates();
+    }
+
+    /// Feeds a step value to the detector of state `k` and runs its lifecycle.
+    fn detect_at(&mut self, rule: &Rule, i: usize, k: u32, t: i64, value: f64) {
+        let Some(det) = &rule.detector else { return };
+        let key = self.states[i].keys.get_mut(k);
+        let verdict = det.observe(&mut key.detector, t, value, key.track.is_active());
+        self.states[i].stats.evaluations += 1;
+        self.evaluate(rule, i, k, t, verdict.anomalous, value, verdict.score);
+    }
+
+    /// Expires silent series and the states they leave behind.
+    fn sweep(&mut self, t: i64) {
+        let max_staleness = self
+            .rules
+            .rules
+            .iter()
+            .map(|r| r.staleness_ms)
+            .max()
+            .unwrap_or(300_000);
+        let horizon = t - max_staleness;
+        for id in 0..self.series.entries.len() {
+            let e = &mut self.series.entries[id];
+            if !e.live || e.last_arrival >= horizon {
+                continue;
+            }
+            for r in e.routes.take().unwrap_or_default().iter() {
+                if r.input != REFUSED {
+                    let st = &mut self.states[r.rule as usize];
+                    if let Some(input) = st.inputs.remove(r.input) {
+                        st.keys.get_mut(input.key).refs -= 1;
+                    }
+                }
+            }
+            self.series.remove(id as u32);
+            self.stats.expired_series += 1;
+        }
+        let rules = Arc::clone(&self.rules);
+        for (i, rule) in rules.rules.iter().enumerate() {
+            let expired: Vec<u32> = self.states[i]
+                .keys
+                .iter()
+                .filter(|(_, key)| match rule.kind {
+                    RuleKind::Absent { .. } | RuleKind::Compound(_) => {
+                        t - key.last_seen > ABSENT_RETENTION_MS
+                    }
+                    _ => key.refs == 0 && key.last_seen < t - rule.staleness_ms,
+                })
+                .map(|(k, _)| k)
+                .collect();
+            for k in expired {
+                let state = self.states[i].keys.get(k).track.state;
+                if state != AlertState::Inactive {
+                    let change = if state == AlertState::Firing {
+                        AlertState::Resolved
+                    } else {
+                        AlertState::Inactive
+                    };
+                    self.emit(rule, i, k, t, change);
+                }
+                self.states[i].keys.remove(k);
+            }
+        }
+    }
+
+    /// Full labels of an alert of `rule` whose state labels are `key`.
+    fn alert_labels(rule: &Rule, key: &[u8]) -> Labels {
+        let mut out = labels::decode(key);
+        let base = out.clone();
+        for (k, t) in &rule.labels {
+            let v = t.render(Vars {
+                labels: &base,
+                value: f64::NAN,
+                score: f64::NAN,
+            });
+            out.insert(k.clone(), v);
+        }
+        out.insert("alertname".into(), rule.name.to_string());
+        out.insert("severity".into(), rule.severity.as_str().into());
+        out
+    }
+
+    fn emit(&mut self, rule: &Rule, i: usize, k: u32, ts: i64, change: AlertState) {
+        let key = self.states[i].keys.get(k);
+        let labels = Self::alert_labels(rule, &key.labels);
+        let fingerprint = labels::fingerprint(&labels::encode(&labels));
+        let track = &key.track;
+        let vars = Vars {
+            labels: &labels,
+            value: track.value,
+            score: track.score,
+        };
+        let annotations = rule
+            .annotations
+            .iter()
+            .map(|(k, t)| (k.clone(), t.render(vars)))
+            .collect();
+        let active_at = if track.active_at == UNSTARTED {
+            ts
+        } else {
+            track.active_at
+        };
+        if change == AlertState::Firing {
+            for spec in &rule.intents {
+                self.events.push(Event::Intent(Intent {
+                    ts,
+                    rule: Arc::clone(&rule.name),
+                    action: spec.action,
+                    node: spec.node.render(vars),
+                    namespace: spec.namespace.as_ref().map(|t| t.render(vars)),
+                    pod: spec.pod.as_ref().map(|t| t.render(vars)),
+                    labels: labels.clone(),
+                    fingerprint,
+                }));
+            }
+        }
+        self.events.push(Event::Alert(AlertEvent {
+            ts,
+            rule: Arc::clone(&rule.name),
+            state: change,
+            labels,
+            annotations,
+            value: track.value,
+            score: track.score,
+            active_at,
+            fingerprint,
+            flapping: track.flapping,
+            notify: rule.notify,
+        }));
+    }
+
+    /// Every pending or firing alert, ordered by rule and fingerprint.
+    pub fn alerts(&self) -> Vec<ActiveAlert> {
+        let mut out = Vec::new();
+        for (rule, st) in self.rules.rules.iter().zip(&self.states) {
+            for (_, key) in st.keys.iter() {
+                let track = &key.track;
+                if !track.is_active() {
+                    continue;
+                }
+                let labels = Self::alert_labels(rule, &key.labels);
+                let fingerprint = labels::fingerprint(&labels::encode(&labels));
+                let vars = Vars {
+                    labels: &labels,
+                    value: track.value,
+                    score: track.score,
+                };
+                out.push(ActiveAlert {
+                    rule: Arc::clone(&rule.name),
+                    state: track.state,
+                    annotations: rule
+                        .annotations
+                        .iter()
+                        .map(|(k, t)| (k.clone(), t.render(vars)))
+                        .collect(),
+                    labels,
+                    value: track.value,
+                    score: track.score,
+                    active_at: track.active_at,
+                    fired_at: (track.state == AlertState::Firing).then_some(track.fired_at),
+                    fingerprint,
+                    flapping: track.flapping,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.rule, a.fingerprint).cmp(&(&b.rule, b.fingerprint)));
+        out
+    }
+
+    /// Approximate heap bytes held by series and rule state.
+    pub fn heap_bytes(&self) -> usize {
+        self.series.heap_bytes() + self.states.iter().map(RuleState::heap_bytes).sum::<usize>()
+    }
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

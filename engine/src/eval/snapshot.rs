@@ -1,0 +1,183 @@
+//! Snapshot and restore of the whole evaluator state (series, windows, detector state,
+//! alert lifecycles, watermark, buffered samples) as versioned bytes.
+//!
+//! A snapshot restores into an evaluator for any rule set: rules whose name and
+//! definition are unchanged get their state back; new or changed rules start empty.
+//! That is also how a hot reload keeps the state of untouched rules.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::RuleState;
+use super::{Evaluator, EvaluatorConfig, Stats, UNSTARTED};
+use crate::rule::{RuleKind, RuleSet};
+use crate::series::{Entry, Route, Sample, REFUSED};
+
+const MAGIC: &[u8; 4] = b"VGL\0";
+/// Bumped whenever the snapshot layout changes.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not a Vigil snapshot.
+    #[error("not a Vigil snapshot (bad magic bytes)")]
+    BadMagic,
+    /// Written by an incompatible version.
+    #[error("snapshot version {found} is not supported (this build reads version {expected}); start without it")]
+    Version {
+        /// Version in the file.
+        found: u32,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// Truncated or corrupt.
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Snap {
+    config: EvaluatorConfig,
+    watermark: i64,
+    max_seen: i64,
+    next_sweep: i64,
+    pending: Vec<Sample>,
+    stats: Stats,
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    rules: Vec<(String, u64, RuleState)>,
+}
+
+impl Evaluator {
+    /// Serialises the whole state. Undrained events are not part of it.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snap = Snap {
+            config: self.config,
+            watermark: self.watermark,
+            max_seen: self.max_seen,
+            next_sweep: self.next_sweep,
+            pending: self.pending.clone(),
+            stats: self.stats.clone(),
+            entries: self.series.entries.clone(),
+            free: self.series.free.clone(),
+            rules: self
+                .rules
+                .rules
+                .iter()
+                .zip(&self.states)
+                .map(|(r, s)| (r.name.to_string(), r.definition, s.clone()))
+                .collect(),
+        };
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        match postcard::to_extend(&snap, out) {
+            Ok(v) => v,
+            Err(e) => unreachable!("serialising plain data to a Vec cannot fail: {e}"),
+        }
+    }
+
+    /// Restores a snapshot into an evaluator for `rules` (see the module docs). The
+    /// lateness of `config` wins over the snapshot's.
+    pub fn restore(
+        rules: Arc<RuleSet>,
+        config: EvaluatorConfig,
+        bytes: &[u8],
+    ) -> Result<Self, SnapshotError> {
+        let body = bytes.strip_prefix(MAGIC).ok_or(SnapshotError::BadMagic)?;
+        let (ver, body) = body
+            .split_first_chunk::<4>()
+            .ok_or_else(|| SnapshotError::Corrupt("truncated header".into()))?;
+        let found = u32::from_le_bytes(*ver);
+        if found != SNAPSHOT_VERSION {
+            return Err(SnapshotError::Version {
+                found,
+                expected: SNAPSHOT_VERSION,
+            });
+        }
+        let snap: Snap =
+            postcard::from_bytes(body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let mut ev = Evaluator::new(Arc::clone(&rules), config);
+        ev.watermark = snap.watermark;
+        ev.max_seen = snap.max_seen;
+        ev.next_sweep = snap.next_sweep;
+        ev.pending = snap.pending;
+        ev.stats = snap.stats;
+        ev.series.entries = snap.entries;
+        ev.series.free = snap.free;
+        ev.series.reindex();
+        let mut carried = vec![false; rules.rules.len()];
+        for (name, definition, mut st) in snap.rules {
+            if let Some(i) = rules
+                .rules
+                .iter()
+                .position(|r| *r.name == *name && r.definition == definition)
+            {
+                st.keys.reindex();
+                ev.states[i] = st;
+                carried[i] = true;
+            }
+        }
+        // Check indices before trusting them: a corrupt snapshot must not panic later.
+        for st in &ev.states {
+            for (_, input) in st.inputs.iter() {
+                let series_ok = ev
+                    .series
+                    .entries
+                    .get(input.series as usize)
+                    .is_some_and(|e| e.live);
+                let key_ok = st.keys.contains(input.key);
+                if !series_ok || !key_ok {
+                    return Err(SnapshotError::Corrupt(
+                        "input refers to a missing series or state".into(),
+                    ));
+                }
+            }
+        }
+        // Routes: carried rules keep their inputs; other rules route live series afresh.
+        let mut routes: Vec<Vec<Route>> = vec![Vec::new(); ev.series.entries.len()];
+        for (i, st) in ev.states.iter().enumerate() {
+            for (slot, input) in st.inputs.iter() {
+                routes[input.series as usize].push(Route {
+                    rule: i as u32,
+                    input: slot,
+                });
+            }
+        }
+        for id in 0..ev.series.entries.len() {
+            if !ev.series.entries[id].live {
+                continue;
+            }
+            for (i, rule) in rules.rules.iter().enumerate() {
+                let Some(sel) = &rule.selector else { continue };
+                let have = routes[id].iter().any(|r| r.rule as usize == i);
+                if !have && sel.matches(&ev.series.entries[id].labels) {
+                    let born = ev.series.entries[id].last_ts;
+                    let input =
+                        if carried[i] && ev.states[i].keys.live() >= rule.max_series as usize {
+                            REFUSED
+                        } else {
+                            ev.add_input(i, id as u32, born)
+                        };
+                    routes[id].push(Route {
+                        rule: i as u32,
+                        input,
+                    });
+                }
+            }
+            routes[id].sort_by_key(|r| r.rule);
+            ev.series.entries[id].routes = Some(std::mem::take(&mut routes[id]).into_boxed_slice());
+        }
+        if ev.next_sweep != UNSTARTED {
+            let w = ev.watermark;
+            for (st, rule) in ev.states.iter_mut().zip(&rules.rules) {
+                if rule.kind != RuleKind::Direct && st.next_step == UNSTARTED {
+                    st.next_step = w.div_euclid(rule.interval_ms) * rule.interval_ms;
+                }
+            }
+            ev.recompute_next_due();
+        }
+        Ok(ev)
+    }
+}

@@ -1,0 +1,247 @@
+//! Per-rule state: input slots (one per series a rule reads) and states (one per
+//! distinct key, e.g. per node after `aggregate: {by: [node]}`), in slabs indexed by
+//! `u32` so the per-sample path is array indexing, not hashing.
+
+use serde::{Deserialize, Serialize};
+
+use super::RuleStats;
+use crate::detector::DetectorState;
+use crate::labels::{LabelBuf, LabelIndex};
+use crate::lifecycle::Track;
+use crate::rule::{Rule, RuleKind};
+use crate::series::SeriesId;
+use crate::signal::CounterRate;
+
+/// A vector with stable indices and slot reuse.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+        }
+    }
+}
+
+impl<T> Slab<T> {
+    pub(super) fn insert(&mut self, v: T) -> u32 {
+        self.live += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i as usize] = Some(v);
+                i
+            }
+            None => {
+                self.items.push(Some(v));
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Panics on a free slot: callers hold only live indices.
+    #[inline]
+    pub(super) fn get(&self, i: u32) -> &T {
+        self.items[i as usize].as_ref().expect("live slab slot")
+    }
+
+    #[inline]
+    pub(super) fn get_mut(&mut self, i: u32) -> &mut T {
+        self.items[i as usize].as_mut().expect("live slab slot")
+    }
+
+    pub(super) fn remove(&mut self, i: u32) -> Option<T> {
+        let v = self.items.get_mut(i as usize)?.take()?;
+        self.live -= 1;
+        self.free.push(i);
+        Some(v)
+    }
+
+    pub(super) fn live(&self) -> usize {
+        self.live
+    }
+
+    pub(super) fn contains(&self, i: u32) -> bool {
+        self.items.get(i as usize).is_some_and(Option::is_some)
+    }
+
+    pub(super) fn slots(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|v| (i as u32, v)))
+    }
+}
+
+/// One series as a rule reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Input {
+    pub(super) series: SeriesId,
+    /// The state this series feeds.
+    pub(super) key: u32,
+    pub(super) last_ts: i64,
+    /// Latest value after `rate`.
+    pub(super) value: f64,
+    /// Bucket bound of a `_bucket` series (quantile rules).
+    pub(super) le: f64,
+    pub(super) rate: Option<Box<CounterRate>>,
+}
+
+/// One state: detector memory and alert lifecycle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Key {
+    pub(super) labels: LabelBuf,
+    pub(super) born: i64,
+    pub(super) last_seen: i64,
+    /// Inputs feeding this state.
+    pub(super) refs: u32,
+    pub(super) detector: DetectorState,
+    pub(super) track: Track,
+    /// Compound rules: when each referenced rule last fired for this key.
+    pub(super) fired: Box<[i64]>,
+}
+
+impl Key {
+    pub(super) fn new(rule: &Rule, born: i64) -> Self {
+        Key {
+            labels: LabelBuf::default(),
+            born,
+            last_seen: born,
+            refs: 0,
+            detector: rule
+                .detector
+                .as_ref()
+                .map_or(DetectorState::Stateless, |d| d.new_state()),
+            track: Track::default(),
+            fired: match &rule.kind {
+                RuleKind::Compound(c) => vec![i64::MIN; c.refs.len()].into_boxed_slice(),
+                _ => Box::default(),
+            },
+        }
+    }
+}
+
+/// States of one rule, findable by their labels.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct KeyTable {
+    slab: Slab<Key>,
+    #[serde(skip)]
+    index: LabelIndex,
+}
+
+impl KeyTable {
+    pub(super) fn find(&self, buf: &[u8]) -> Option<u32> {
+        let slab = &self.slab;
+        self.index.find(buf, |k| &slab.get(k).labels)
+    }
+
+    pub(super) fn insert(&mut self, buf: &[u8], mut key: Key) -> u32 {
+        key.labels = buf.into();
+        let k = self.slab.insert(key);
+        let slab = &self.slab;
+        self.index.insert(buf, k, |j| &slab.get(j).labels);
+        k
+    }
+
+    pub(super) fn remove(&mut self, k: u32) {
+        if let Some(key) = self.slab.remove(k) {
+            self.index.remove(&key.labels, k);
+        }
+    }
+
+    pub(super) fn contains(&self, k: u32) -> bool {
+        self.slab.contains(k)
+    }
+
+    #[inline]
+    pub(super) fn get(&self, k: u32) -> &Key {
+        self.slab.get(k)
+    }
+
+    #[inline]
+    pub(super) fn get_mut(&mut self, k: u32) -> &mut Key {
+        self.slab.get_mut(k)
+    }
+
+    pub(super) fn live(&self) -> usize {
+        self.slab.live()
+    }
+
+    pub(super) fn slots(&self) -> usize {
+        self.slab.slots()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u32, &Key)> {
+        self.slab.iter()
+    }
+
+    pub(super) fn reindex(&mut self) {
+        self.index = LabelIndex::default();
+        let slab = &self.slab;
+        for (k, key) in slab.iter() {
+            self.index.insert(&key.labels, k, |j| &slab.get(j).labels);
+        }
+    }
+}
+
+/// Everything the evaluator keeps for one rule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct RuleState {
+    pub(super) inputs: Slab<Input>,
+    pub(super) keys: KeyTable,
+    /// Next step time of a step rule.
+    pub(super) next_step: i64,
+    pub(super) stats: RuleStats,
+    pub(super) cap_noticed: bool,
+}
+
+impl RuleState {
+    pub(super) fn new() -> Self {
+        RuleState {
+            inputs: Slab::default(),
+            keys: KeyTable::default(),
+            next_step: i64::MIN,
+            stats: RuleStats::default(),
+            cap_noticed: false,
+        }
+    }
+
+    /// Approximate heap bytes: slots, labels, windows, index.
+    pub(super) fn heap_bytes(&self) -> usize {
+        let inputs = self.inputs.items.capacity() * std::mem::size_of::<Option<Input>>()
+            + self
+                .inputs
+                .iter()
+                .map(|(_, i)| {
+                    i.rate
+                        .as_ref()
+                        .map_or(0, |r| std::mem::size_of::<CounterRate>() + r.heap_bytes())
+                })
+                .sum::<usize>();
+        let keys = self.keys.slab.items.capacity() * std::mem::size_of::<Option<Key>>()
+            + self
+                .keys
+                .iter()
+                .map(|(_, k)| {
+                    k.labels.len()
+                        + k.detector.heap_bytes()
+                        + k.fired.len() * 8
+                        + k.track.heap_bytes()
+                })
+                .sum::<usize>();
+        inputs
+            + keys
+            + self.keys.index.heap_bytes()
+            + (self.inputs.free.capacity() + self.keys.slab.free.capacity()) * 4
+    }
+}

@@ -1,0 +1,205 @@
+//! Samples and the series registry: every distinct label set gets a compact [`SeriesId`];
+//! its labels are stored once. Ids of expired series are reused.
+
+use serde::{Deserialize, Serialize};
+
+use crate::labels::{self, LabelBuf, LabelIndex, Labels};
+
+/// Compact id of an interned series.
+pub type SeriesId = u32;
+
+/// One observation of one series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The series (from [`SeriesRegistry::intern`]).
+    pub series: SeriesId,
+    /// Event time, ms since the Unix epoch.
+    pub ts: i64,
+    /// Value; NaN/±Inf are dropped and counted, except the stale marker.
+    pub value: f64,
+}
+
+/// Prometheus' staleness marker: a NaN with this exact bit pattern ends a series.
+pub const STALE_MARKER: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+/// Whether `v` is the staleness marker.
+#[inline]
+pub fn is_stale_marker(v: f64) -> bool {
+    v.to_bits() == STALE_MARKER.to_bits()
+}
+
+/// Where a series' samples go: rule index and the rule's input slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub(crate) rule: u32,
+    pub(crate) input: u32,
+}
+
+/// Input slot value marking a series the rule refused (series cap reached).
+pub(crate) const REFUSED: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Entry {
+    /// Encoded labels; empty when the slot is free.
+    pub(crate) labels: LabelBuf,
+    /// Timestamp of the last evaluated sample (for duplicate detection).
+    pub(crate) last_ts: i64,
+    /// Highest timestamp received (for expiry; includes buffered samples).
+    pub(crate) last_arrival: i64,
+    /// Rules fed by this series; computed on first use, rebuilt on restore.
+    #[serde(skip)]
+    pub(crate) routes: Option<Box<[Route]>>,
+    pub(crate) live: bool,
+}
+
+/// Interns label sets.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesRegistry {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) free: Vec<u32>,
+    index: LabelIndex,
+    scratch: Vec<u8>,
+}
+
+impl SeriesRegistry {
+    /// The id of `labels`, interning it if new.
+    pub fn intern(&mut self, labels: &Labels) -> SeriesId {
+        let mut buf = std::mem::take(&mut self.scratch);
+        labels::encode_sorted(
+            labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &mut buf,
+        );
+        let id = self.intern_encoded(&buf);
+        self.scratch = buf;
+        id
+    }
+
+    /// The id of a set of pairs (sorted here; later duplicates of a name are dropped).
+    pub fn intern_pairs(&mut self, pairs: &mut [(&str, &str)]) -> SeriesId {
+        pairs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut buf = std::mem::take(&mut self.scratch);
+        let mut prev: Option<&str> = None;
+        labels::encode_sorted(
+            pairs.iter().copied().filter(|(k, _)| {
+                let dup = prev == Some(*k);
+                prev = Some(k);
+                !dup
+            }),
+            &mut buf,
+        );
+        let id = self.intern_encoded(&buf);
+        self.scratch = buf;
+        id
+    }
+
+    pub(crate) fn intern_encoded(&mut self, buf: &[u8]) -> SeriesId {
+        let entries = &self.entries;
+        if let Some(id) = self.index.find(buf, |i| &entries[i as usize].labels) {
+            return id;
+        }
+        let entry = Entry {
+            labels: buf.into(),
+            last_ts: i64::MIN,
+            last_arrival: i64::MIN,
+            routes: None,
+            live: true,
+        };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.entries[id as usize] = entry;
+                id
+            }
+            None => {
+                self.entries.push(entry);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        let entries = &self.entries;
+        self.index.insert(buf, id, |i| &entries[i as usize].labels);
+        id
+    }
+
+    /// Labels of a live series.
+    pub fn labels(&self, id: SeriesId) -> Option<Labels> {
+        self.entries
+            .get(id as usize)
+            .filter(|e| e.live)
+            .map(|e| labels::decode(&e.labels))
+    }
+
+    /// Number of live series.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no series is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn remove(&mut self, id: SeriesId) {
+        let e = &mut self.entries[id as usize];
+        self.index.remove(&e.labels, id);
+        e.labels = Box::default();
+        e.routes = None;
+        e.live = false;
+        self.free.push(id);
+    }
+
+    /// Rebuilds the hash index after deserialisation.
+    pub(crate) fn reindex(&mut self) {
+        self.index = LabelIndex::default();
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.live {
+                let entries = &self.entries;
+                self.index
+                    .insert(&e.labels, i as u32, |j| &entries[j as usize].labels);
+            }
+        }
+    }
+
+    /// Heap bytes held (labels, entries, routes, index).
+    pub fn heap_bytes(&self) -> usize {
+        let entries = self.entries.capacity() * std::mem::size_of::<Entry>();
+        let owned: usize = self
+            .entries
+            .iter()
+            .map(|e| {
+                e.labels.len()
+                    + e.routes
+                        .as_ref()
+                        .map_or(0, |r| r.len() * std::mem::size_of::<Route>())
+            })
+            .sum();
+        entries + owned + self.index.heap_bytes() + self.free.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interning_is_stable_and_ids_are_reused() {
+        let mut r = SeriesRegistry::default();
+        let a = r.intern_pairs(&mut [("pod", "a"), ("__name__", "x")]);
+        let b = r.intern_pairs(&mut [("__name__", "x"), ("pod", "b")]);
+        assert_ne!(a, b);
+        assert_eq!(r.intern_pairs(&mut [("__name__", "x"), ("pod", "a")]), a);
+        assert_eq!(r.len(), 2);
+        r.remove(a);
+        assert_eq!(r.len(), 1);
+        assert!(r.labels(a).is_none());
+        let c = r.intern_pairs(&mut [("__name__", "y")]);
+        assert_eq!(c, a, "freed id is reused");
+        assert_eq!(r.labels(c).unwrap().get("__name__").unwrap(), "y");
+        r.reindex();
+        assert_eq!(r.intern_pairs(&mut [("__name__", "x"), ("pod", "b")]), b);
+    }
+
+    #[test]
+    fn stale_marker_is_distinct_from_nan() {
+        assert!(is_stale_marker(STALE_MARKER));
+        assert!(!is_stale_marker(f64::NAN));
+    }
+}
