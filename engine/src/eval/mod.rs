@@ -760,6 +760,10 @@ impl Evaluator {
         let horizon = t - max_staleness;
         for id in 0..self.series.entries.len() {
             let e = &mut self.series.entries[id];
+            if e.live && e.last_arrival == UNSTARTED {
+                // Interned but nothing arrived yet: its staleness clock starts now.
+                e.last_arrival = t;
+            }
             if !e.live || e.last_arrival >= horizon {
                 continue;
             }
