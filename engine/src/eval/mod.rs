@@ -823,6 +823,20 @@ impl Evaluator {
         out
     }
 
+    /// Rendered annotations; a state held by flap damping gets `flapping: "true"` (an
+    /// annotation, not a label, so the alert keeps its identity).
+    fn annotations(rule: &Rule, vars: Vars<'_>, flapping: bool) -> Labels {
+        let mut out: Labels = rule
+            .annotations
+            .iter()
+            .map(|(k, t)| (k.clone(), t.render(vars)))
+            .collect();
+        if flapping {
+            out.insert("flapping".into(), "true".into());
+        }
+        out
+    }
+
     fn emit(&mut self, rule: &Rule, i: usize, k: u32, ts: i64, change: AlertState) {
         let key = self.states[i].keys.get(k);
         let labels = Self::alert_labels(rule, &key.labels);
@@ -833,11 +847,7 @@ impl Evaluator {
             value: track.value,
             score: track.score,
         };
-        let annotations = rule
-            .annotations
-            .iter()
-            .map(|(k, t)| (k.clone(), t.render(vars)))
-            .collect();
+        let annotations = Self::annotations(rule, vars, track.flapping);
         let active_at = if track.active_at == UNSTARTED {
             ts
         } else {
@@ -891,11 +901,7 @@ impl Evaluator {
                 out.push(ActiveAlert {
                     rule: Arc::clone(&rule.name),
                     state: track.state,
-                    annotations: rule
-                        .annotations
-                        .iter()
-                        .map(|(k, t)| (k.clone(), t.render(vars)))
-                        .collect(),
+                    annotations: Self::annotations(rule, vars, track.flapping),
                     labels,
                     value: track.value,
                     score: track.score,

@@ -408,11 +408,26 @@ fn corrupt_snapshots_are_errors() {
 #[test]
 fn interned_series_without_samples_are_not_expired_early() {
     // Regression: a series interned long before its first sample was swept as silent.
-    let mut ev = Evaluator::new(rules(THRESHOLD.replace("for: 20s", "for: 0s").as_str()), EvaluatorConfig::default());
+    let mut ev = Evaluator::new(
+        rules(THRESHOLD.replace("for: 20s", "for: 0s").as_str()),
+        EvaluatorConfig::default(),
+    );
     let early = ev.intern(&labels(&[("__name__", "x"), ("pod", "early")]));
     let other = ev.intern(&labels(&[("__name__", "y")]));
-    ev.ingest(&(0..10).map(|i| Sample { series: other, ts: i * 30_000, value: 1.0 }).collect::<Vec<_>>());
-    ev.ingest(&[Sample { series: early, ts: 300_000, value: 9.0 }]);
+    ev.ingest(
+        &(0..10)
+            .map(|i| Sample {
+                series: other,
+                ts: i * 30_000,
+                value: 1.0,
+            })
+            .collect::<Vec<_>>(),
+    );
+    ev.ingest(&[Sample {
+        series: early,
+        ts: 300_000,
+        value: 9.0,
+    }]);
     ev.flush();
     assert_eq!(ev.stats().unknown_series, 0);
     assert_eq!(ev.alerts().len(), 1);

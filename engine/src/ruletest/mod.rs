@@ -206,7 +206,11 @@ fn run_group(
             let series = idx as u32;
             match v {
                 Value::Missing => {}
-                Value::Stale => samples.push(Sample { series, ts, value: STALE_MARKER }),
+                Value::Stale => samples.push(Sample {
+                    series,
+                    ts,
+                    value: STALE_MARKER,
+                }),
                 Value::Sample(value) => samples.push(Sample { series, ts, value }),
             }
         }
@@ -221,7 +225,10 @@ fn run_group(
         let upto = fed + samples[fed..].partition_point(|s| s.ts <= at);
         let batch: Vec<Sample> = samples[fed..upto]
             .iter()
-            .map(|s| Sample { series: ev.intern(&series[s.series as usize]), ..*s })
+            .map(|s| Sample {
+                series: ev.intern(&series[s.series as usize]),
+                ..*s
+            })
             .collect();
         ev.ingest(&batch);
         fed = upto;
