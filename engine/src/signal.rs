@@ -56,7 +56,7 @@ pub fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
         b.1 = max;
     }
     let total = buckets[buckets.len() - 1].1;
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return f64::NAN;
     }
     let rank = q * total;

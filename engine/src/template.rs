@@ -79,13 +79,14 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Text(t) => out.push_str(t),
-                Part::Label(name, f) => match vars.labels.get(name) {
-                    Some(v) => match (f, v.parse::<f64>()) {
-                        (Format::Plain, _) | (_, Err(_)) => out.push_str(v),
-                        (f, Ok(x)) => format_number(&mut out, x, *f),
-                    },
-                    None => {}
-                },
+                Part::Label(name, f) => {
+                    if let Some(v) = vars.labels.get(name) {
+                        match (f, v.parse::<f64>()) {
+                            (Format::Plain, _) | (_, Err(_)) => out.push_str(v),
+                            (f, Ok(x)) => format_number(&mut out, x, *f),
+                        }
+                    }
+                }
                 Part::Value(f) => format_number(&mut out, vars.value, *f),
                 Part::Score(f) => format_number(&mut out, vars.score, *f),
             }

@@ -101,7 +101,7 @@ impl GrowthState {
             } else {
                 0.0
             },
-            band: (old > 0.0).then(|| (f64::NEG_INFINITY, old * (1.0 + c.ratio))),
+            band: (old > 0.0).then_some((f64::NEG_INFINITY, old * (1.0 + c.ratio))),
         }
     }
 }

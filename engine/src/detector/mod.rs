@@ -257,9 +257,7 @@ impl DetectorSpec {
 pub(crate) fn ratio_score(d: f64, t: f64) -> f64 {
     if d.is_nan() || d <= 0.0 {
         0.0
-    } else if d.is_infinite() {
-        1.0
-    } else if t <= 0.0 {
+    } else if d.is_infinite() || t <= 0.0 {
         1.0
     } else {
         d / (d + t)
@@ -269,7 +267,7 @@ pub(crate) fn ratio_score(d: f64, t: f64) -> f64 {
 /// Whether a standard deviation is zero for practical purposes, relative to the mean.
 #[inline]
 pub(crate) fn is_flat(sd: f64, mean: f64) -> bool {
-    !(sd > 1e-12 * mean.abs().max(f64::MIN_POSITIVE))
+    sd.is_nan() || sd <= 1e-12 * mean.abs().max(f64::MIN_POSITIVE)
 }
 
 /// z of `x` against `mean`/`sd`, with the flat-window convention: equal → 0, else ±∞.

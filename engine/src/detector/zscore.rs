@@ -228,7 +228,7 @@ impl ZScoreState {
         } else {
             Verdict::UNKNOWN
         };
-        if slot >= self.head - cap as i64 + 1 {
+        if slot > self.head - cap as i64 {
             let idx = slot.rem_euclid(cap as i64) as usize;
             self.remove_at(idx);
             self.ring[idx] = x;

@@ -29,16 +29,10 @@ use crate::signal::bucket_quantile;
 use crate::template::Vars;
 
 /// Evaluator settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvaluatorConfig {
     /// How far behind the newest sample the watermark trails, ms (default 0).
     pub lateness_ms: i64,
-}
-
-impl Default for EvaluatorConfig {
-    fn default() -> Self {
-        EvaluatorConfig { lateness_ms: 0 }
-    }
 }
 
 /// How long `absent` and compound states are remembered without samples.

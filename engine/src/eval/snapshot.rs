@@ -145,13 +145,13 @@ impl Evaluator {
                 });
             }
         }
-        for id in 0..ev.series.entries.len() {
+        for (id, series_routes) in routes.iter_mut().enumerate() {
             if !ev.series.entries[id].live {
                 continue;
             }
             for (i, rule) in rules.rules.iter().enumerate() {
                 let Some(sel) = &rule.selector else { continue };
-                let have = routes[id].iter().any(|r| r.rule as usize == i);
+                let have = series_routes.iter().any(|r| r.rule as usize == i);
                 if !have && sel.matches(&ev.series.entries[id].labels) {
                     let born = ev.series.entries[id].last_ts;
                     let input =
@@ -160,14 +160,14 @@ impl Evaluator {
                         } else {
                             ev.add_input(i, id as u32, born)
                         };
-                    routes[id].push(Route {
+                    series_routes.push(Route {
                         rule: i as u32,
                         input,
                     });
                 }
             }
-            routes[id].sort_by_key(|r| r.rule);
-            ev.series.entries[id].routes = Some(std::mem::take(&mut routes[id]).into_boxed_slice());
+            series_routes.sort_by_key(|r| r.rule);
+            ev.series.entries[id].routes = Some(std::mem::take(series_routes).into_boxed_slice());
         }
         if ev.next_sweep != UNSTARTED {
             let w = ev.watermark;
