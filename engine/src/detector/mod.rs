@@ -239,6 +239,14 @@ impl DetectorSpec {
         }
     }
 
+    /// The points of a windowed detector's window as (ts, value), oldest first.
+    pub fn window_points(&self, state: &DetectorState) -> Vec<(i64, f64)> {
+        match (self, state) {
+            (DetectorSpec::ZScore(_, p), DetectorState::ZScore(s)) => s.points(p),
+            _ => Vec::new(),
+        }
+    }
+
     /// The detector's name as written in rule files.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -146,6 +146,18 @@ impl ZScoreState {
         (self.shift + m1, var.sqrt())
     }
 
+    /// The window's points as (slot start ts, value), oldest first.
+    pub fn points(&self, p: &Params) -> Vec<(i64, f64)> {
+        if self.head == i64::MIN {
+            return Vec::new();
+        }
+        let cap = self.ring.len() as i64;
+        (self.head - cap + 1..=self.head)
+            .map(|slot| (slot * p.slot_ms, self.ring[slot.rem_euclid(cap) as usize]))
+            .filter(|(_, v)| !v.is_nan())
+            .collect()
+    }
+
     /// Slots in the window.
     pub fn capacity(&self) -> usize {
         self.ring.len()

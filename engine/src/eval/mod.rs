@@ -19,8 +19,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
+pub use state::Point;
 use state::{Input, Key, RuleState};
 
+use crate::detector::Verdict;
 use crate::labels::{self, Labels, METRIC_NAME};
 use crate::lifecycle::AlertState;
 use crate::rule::{Action, AggregateOp, CompoundMode, Rule, RuleKind, RuleSet};
@@ -137,6 +139,23 @@ pub struct ActiveAlert {
     pub fingerprint: u64,
     /// Held by flap damping.
     pub flapping: bool,
+}
+
+/// What [`Evaluator::series_history`] returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesHistory {
+    /// Rule name.
+    pub rule: Arc<str>,
+    /// Alert labels.
+    pub labels: Labels,
+    /// Current state (inactive once resolved).
+    pub state: AlertState,
+    /// Pending since.
+    pub active_at: Option<i64>,
+    /// Firing since.
+    pub fired_at: Option<i64>,
+    /// Evaluations, oldest first.
+    pub points: Vec<Point>,
 }
 
 /// Engine-wide counters.
@@ -554,24 +573,18 @@ impl Evaluator {
         let Some(det) = &rule.detector else { return };
         let verdict = det.observe(&mut key.detector, ts, value, key.track.is_active());
         st.stats.evaluations += 1;
-        self.evaluate(rule, i, k, ts, verdict.anomalous, value, verdict.score);
+        self.evaluate(rule, i, k, ts, verdict, value);
     }
 
     /// Runs the lifecycle of state `k` of rule `i` and emits what changed.
-    #[allow(clippy::too_many_arguments)]
-    fn evaluate(
-        &mut self,
-        rule: &Rule,
-        i: usize,
-        k: u32,
-        ts: i64,
-        cond: bool,
-        value: f64,
-        score: f64,
-    ) {
+    fn evaluate(&mut self, rule: &Rule, i: usize, k: u32, ts: i64, verdict: Verdict, value: f64) {
         let key = self.states[i].keys.get_mut(k);
         let born = key.born;
-        if let Some(change) = key.track.step(rule, ts, cond, value, score, born) {
+        let change = key
+            .track
+            .step(rule, ts, verdict.anomalous, value, verdict.score, born);
+        key.record(rule, ts, value, verdict);
+        if let Some(change) = change {
             self.emit(rule, i, k, ts, change);
         }
         let key = self.states[i].keys.get(k);
@@ -701,7 +714,12 @@ impl Evaluator {
                     let cond = silent >= *after_ms;
                     let score = crate::detector::ratio_score(silent as f64, *after_ms as f64);
                     self.states[i].stats.evaluations += 1;
-                    self.evaluate(rule, i, k, t, cond, silent as f64 / 1000.0, score);
+                    let verdict = Verdict {
+                        anomalous: cond,
+                        score,
+                        band: Some((0.0, *after_ms as f64 / 1000.0)),
+                    };
+                    self.evaluate(rule, i, k, t, verdict, silent as f64 / 1000.0);
                 }
             }
             RuleKind::Compound(spec) => {
@@ -726,7 +744,12 @@ impl Evaluator {
                     };
                     let score = recent as f64 / spec.refs.len().max(1) as f64;
                     self.states[i].stats.evaluations += 1;
-                    self.evaluate(rule, i, k, t, cond, recent as f64, score);
+                    let verdict = Verdict {
+                        anomalous: cond,
+                        score,
+                        band: None,
+                    };
+                    self.evaluate(rule, i, k, t, verdict, recent as f64);
                 }
             }
         }
@@ -739,7 +762,7 @@ impl Evaluator {
         let key = self.states[i].keys.get_mut(k);
         let verdict = det.observe(&mut key.detector, t, value, key.track.is_active());
         self.states[i].stats.evaluations += 1;
-        self.evaluate(rule, i, k, t, verdict.anomalous, value, verdict.score);
+        self.evaluate(rule, i, k, t, verdict, value);
     }
 
     /// Expires silent series and the states they leave behind.
@@ -908,6 +931,29 @@ impl Evaluator {
         }
         out.sort_by(|a, b| (&a.rule, a.fingerprint).cmp(&(&b.rule, b.fingerprint)));
         out
+    }
+
+    /// The recorded history of the alert of rule `rule` with fingerprint `fingerprint`:
+    /// every evaluation since the alert first became pending (preceded, for z-score
+    /// rules, by the window it was scored against), with the detector's band.
+    pub fn series_history(&self, rule: &str, fingerprint: u64) -> Option<SeriesHistory> {
+        let i = self.rules.rules.iter().position(|r| &*r.name == rule)?;
+        let rule = &self.rules.rules[i];
+        self.states[i].keys.iter().find_map(|(_, key)| {
+            let labels = Self::alert_labels(rule, &key.labels);
+            (labels::fingerprint(&labels::encode(&labels)) == fingerprint).then(|| SeriesHistory {
+                rule: Arc::clone(&rule.name),
+                labels,
+                state: key.track.state,
+                active_at: (key.track.active_at != UNSTARTED).then_some(key.track.active_at),
+                fired_at: (key.track.fired_at != UNSTARTED).then_some(key.track.fired_at),
+                points: key
+                    .history
+                    .as_ref()
+                    .map(|h| h.iter().copied().collect())
+                    .unwrap_or_default(),
+            })
+        })
     }
 
     /// Approximate heap bytes held by series and rule state.

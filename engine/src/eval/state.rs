@@ -2,10 +2,12 @@
 //! distinct key, e.g. per node after `aggregate: {by: [node]}`), in slabs indexed by
 //! `u32` so the per-sample path is array indexing, not hashing.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 use super::RuleStats;
-use crate::detector::DetectorState;
+use crate::detector::{DetectorState, Verdict};
 use crate::labels::{LabelBuf, LabelIndex};
 use crate::lifecycle::Track;
 use crate::rule::{Rule, RuleKind};
@@ -97,6 +99,22 @@ pub(super) struct Input {
     pub(super) rate: Option<Box<CounterRate>>,
 }
 
+/// How many evaluations a state's history keeps (2 hours at 10 s).
+const HISTORY_POINTS: usize = 720;
+
+/// One evaluation of a state, for charts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    /// Event time, ms.
+    pub ts: i64,
+    /// Value given to the detector.
+    pub value: f64,
+    /// Lower edge of the detector's normal band (NaN when it has none).
+    pub lo: f64,
+    /// Upper edge of the band.
+    pub hi: f64,
+}
+
 /// One state: detector memory and alert lifecycle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Key {
@@ -109,6 +127,9 @@ pub(super) struct Key {
     pub(super) track: Track,
     /// Compound rules: when each referenced rule last fired for this key.
     pub(super) fired: Box<[i64]>,
+    /// Evaluations since the state first became active (None until then, so quiet
+    /// states cost no history memory).
+    pub(super) history: Option<Box<VecDeque<Point>>>,
 }
 
 impl Key {
@@ -127,6 +148,39 @@ impl Key {
                 RuleKind::Compound(c) => vec![i64::MIN; c.refs.len()].into_boxed_slice(),
                 _ => Box::default(),
             },
+            history: None,
+        }
+    }
+
+    /// Appends an evaluation to the history, starting it (seeded with the detector's
+    /// window) when the state first becomes active.
+    pub(super) fn record(&mut self, rule: &Rule, ts: i64, value: f64, verdict: Verdict) {
+        if self.history.is_none() {
+            if !self.track.is_active() {
+                return;
+            }
+            let mut h = VecDeque::with_capacity(HISTORY_POINTS);
+            if let Some(det) = &rule.detector {
+                h.extend(
+                    det.window_points(&self.detector)
+                        .into_iter()
+                        .filter(|&(t, _)| t < ts)
+                        .map(|(t, v)| Point {
+                            ts: t,
+                            value: v,
+                            lo: f64::NAN,
+                            hi: f64::NAN,
+                        }),
+                );
+            }
+            self.history = Some(Box::new(h));
+        }
+        if let Some(h) = &mut self.history {
+            if h.len() == HISTORY_POINTS {
+                h.pop_front();
+            }
+            let (lo, hi) = verdict.band.unwrap_or((f64::NAN, f64::NAN));
+            h.push_back(Point { ts, value, lo, hi });
         }
     }
 }
@@ -237,6 +291,9 @@ impl RuleState {
                         + k.detector.heap_bytes()
                         + k.fired.len() * 8
                         + k.track.heap_bytes()
+                        + k.history
+                            .as_ref()
+                            .map_or(0, |h| h.capacity() * std::mem::size_of::<Point>())
                 })
                 .sum::<usize>();
         inputs

@@ -432,3 +432,37 @@ fn interned_series_without_samples_are_not_expired_early() {
     assert_eq!(ev.stats().unknown_series, 0);
     assert_eq!(ev.alerts().len(), 1);
 }
+
+#[test]
+fn history_starts_when_active_with_the_zscore_window() {
+    let yaml = "group: g\ninterval: 1s\nrules:\n  - name: Z\n    select: x\n    detect: { zscore: { window: 10s, min_samples: 5 } }\n";
+    let mut ev = Evaluator::new(rules(yaml), EvaluatorConfig::default());
+    let id = ev.intern(&labels(&[("__name__", "x")]));
+    let samples: Vec<Sample> = (0..20)
+        .map(|i| Sample {
+            series: id,
+            ts: i * 1000,
+            value: if i == 15 { 100.0 } else { (i % 2) as f64 },
+        })
+        .collect();
+    ev.ingest(&samples);
+    ev.flush();
+    let fp = match ev.drain_events().first() {
+        Some(Event::Alert(a)) => a.fingerprint,
+        other => panic!("{other:?}"),
+    };
+    let h = ev.series_history("Z", fp).unwrap();
+    assert_eq!(
+        h.points.first().map(|p| p.ts),
+        Some(6_000),
+        "seeded with the 9 window points before 15s"
+    );
+    let spike = h.points.iter().find(|p| p.ts == 15_000).unwrap();
+    assert_eq!(spike.value, 100.0);
+    assert!(
+        spike.lo < 0.0 && spike.hi > 1.0 && spike.hi < 100.0,
+        "{spike:?}"
+    );
+    assert_eq!(h.points.last().map(|p| p.ts), Some(19_000));
+    assert!(ev.series_history("Z", fp ^ 1).is_none());
+}
