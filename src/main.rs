@@ -2,6 +2,9 @@
 //!
 //! - `vigil check PATH...`: validate rule files and directories.
 //! - `vigil test FILE...`: run rule unit tests (`promtool test rules` format).
+//! - `vigil run`: the long-running service.
+
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: intake, rules, alerts, HTTP API and UI (see `vigil run --help`).
+    Run(run::RunArgs),
     /// Validate rule files and directories; every error is printed as file:line:column.
     Check {
         /// Rule files or directories of rule files (*.yaml, *.yml).
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { paths } => check(&paths),
         Command::Test { files } => test(&files),
+        Command::Run(args) => run::run(args).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

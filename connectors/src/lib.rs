@@ -3,5 +3,13 @@
 //! module with a config type that builds the running component; heavy dependencies
 //! sit behind cargo features so the engine stays light.
 //!
-//! The components land with their issues; the crate exists now so the dependency
+//! - [`sinks`] (feature `sinks`, on by default): Alertmanager API v2, webhook and
+//!   stdout alert sinks.
+//!
+//! Sources, the Kafka sink and the actuator land with their issues; the dependency
 //! direction (engine ← connectors ← binary) is fixed from the start.
+
+#![cfg_attr(feature = "sinks", doc = include_str!("../README.md"))]
+
+#[cfg(feature = "sinks")]
+pub mod sinks;

@@ -1,6 +1,9 @@
-//! Recordings in, engine events out: readers for JSONL, CSV, Parquet/Arrow and OTLP-JSON
-//! recordings, deterministic replay through the engine, scoring against labelled
-//! incidents, and reports.
+//! Recordings in, engine events out: readers for recording formats, and (as the replay
+//! issue lands) deterministic replay, scoring against labelled incidents, and reports.
 //!
-//! The readers land with the replay issue; the crate exists now so the dependency
-//! direction (engine ← replay ← binary) is fixed from the start.
+//! - [`jsonl`]: one sample a line, `{"ts": <epoch ms | RFC 3339>, "metric": "...",
+//!   "labels": {...}, "value": <number>}`.
+
+pub mod jsonl;
+
+pub use jsonl::{JsonlReader, ReadError, Record};

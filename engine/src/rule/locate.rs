@@ -81,11 +81,14 @@ impl MarkedEventReceiver for Builder {
                 self.node(mark, None);
             }
             Event::MappingStart(..) => {
+                // A block mapping's mark lies after its first key: a sequence item is
+                // placed at that key instead.
+                let item = matches!(self.stack.last(), Some(Frame::Seq { .. }));
                 let path = self.node(mark, None).unwrap_or_default();
                 self.stack.push(Frame::Map {
                     path,
                     key: None,
-                    first: true,
+                    first: item,
                 });
             }
             Event::SequenceStart(..) => {
@@ -141,5 +144,6 @@ mod tests {
         assert_eq!(l.find("rules[0].detect.zscore.window"), (6, 17));
         assert_eq!(l.find("rules[1].name"), (7, 5));
         assert_eq!(l.find("rules[1].missing.deeper"), (7, 5));
+        assert_eq!(l.find("rules[0].detect.zscore"), (6, 7), "a key whose value is a flow map");
     }
 }

@@ -1,0 +1,163 @@
+//! Checkpoints of the evaluator state in the state directory: written periodically and
+//! on shutdown, atomically (temp file, fsync, rename, fsync of the directory), and
+//! restored on start. A corrupt or incompatible checkpoint is reported and set aside,
+//! never fatal.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use tracing::{info, warn};
+use vigil_engine::{Evaluator, EvaluatorConfig, RuleSet};
+
+const FILE: &str = "checkpoint.bin";
+
+/// What the API reports about checkpoints.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CheckpointStatus {
+    /// Wall time of the last successful write.
+    pub(crate) last_success: Option<SystemTime>,
+    pub(crate) writes_ok: u64,
+    pub(crate) writes_failed: u64,
+    pub(crate) last_bytes: usize,
+}
+
+/// Writes checkpoints into one directory.
+pub(crate) struct Checkpointer {
+    dir: Option<PathBuf>,
+    status: CheckpointStatus,
+}
+
+impl Checkpointer {
+    /// Checkpoints into `dir`; None disables them.
+    pub(crate) fn new(dir: Option<PathBuf>) -> Self {
+        Checkpointer {
+            dir,
+            status: CheckpointStatus::default(),
+        }
+    }
+
+    pub(crate) fn status(&self) -> CheckpointStatus {
+        self.status.clone()
+    }
+
+    /// Writes `bytes` atomically; failures are logged and counted.
+    pub(crate) async fn write(&mut self, bytes: Vec<u8>) {
+        let Some(dir) = self.dir.clone() else { return };
+        let len = bytes.len();
+        let result = tokio::task::spawn_blocking(move || write_atomic(&dir, &bytes)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.status.last_success = Some(SystemTime::now());
+                self.status.writes_ok += 1;
+                self.status.last_bytes = len;
+            }
+            Ok(Err(e)) => {
+                self.status.writes_failed += 1;
+                warn!(error = %format!("{e:#}"), "checkpoint write failed");
+            }
+            Err(e) => {
+                self.status.writes_failed += 1;
+                warn!(error = %e, "checkpoint task failed");
+            }
+        }
+    }
+}
+
+fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create state dir {}", dir.display()))?;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    let dst = dir.join(FILE);
+    {
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &dst).with_context(|| format!("cannot rename to {}", dst.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Restores the evaluator from `dir`, or starts empty (reporting why).
+pub(crate) fn restore(dir: Option<&Path>, rules: Arc<RuleSet>, config: EvaluatorConfig) -> Evaluator {
+    let Some(dir) = dir else {
+        return Evaluator::new(rules, config);
+    };
+    let path = dir.join(FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            info!(path = %path.display(), "no checkpoint; starting with empty state");
+            return Evaluator::new(rules, config);
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read checkpoint; starting with empty state");
+            return Evaluator::new(rules, config);
+        }
+    };
+    match Evaluator::restore(Arc::clone(&rules), config, &bytes) {
+        Ok(ev) => {
+            let alerts = ev.alerts();
+            info!(
+                path = %path.display(),
+                series = ev.series().len(),
+                alerts = alerts.len(),
+                watermark = ev.watermark().unwrap_or_default(),
+                "restored state from checkpoint"
+            );
+            ev
+        }
+        Err(e) => {
+            let aside = dir.join(format!("{FILE}.rejected"));
+            let _ = std::fs::rename(&path, &aside);
+            warn!(
+                path = %path.display(),
+                moved_to = %aside.display(),
+                error = %e,
+                "checkpoint rejected; starting with empty state"
+            );
+            Evaluator::new(rules, config)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Arc<RuleSet> {
+        let text = "group: g\ninterval: 10s\nrules:\n  - name: High\n    select: x\n    detect: { threshold: { above: 5 } }\n";
+        Arc::new(
+            RuleSet::from_sources(&[vigil_engine::rule::Source {
+                name: "t.yaml".into(),
+                text: text.into(),
+            }])
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn corrupt_checkpoint_is_set_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE), b"garbage").unwrap();
+        let ev = restore(Some(dir.path()), rules(), EvaluatorConfig::default());
+        assert!(ev.watermark().is_none());
+        assert!(dir.path().join(format!("{FILE}.rejected")).exists());
+        assert!(!dir.path().join(FILE).exists());
+    }
+
+    #[test]
+    fn round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ev = Evaluator::new(rules(), EvaluatorConfig::default());
+        let id = ev.intern(&[("__name__".to_string(), "x".to_string())].into_iter().collect());
+        ev.ingest(&[vigil_engine::Sample { series: id, ts: 0, value: 9.0 }]);
+        ev.flush();
+        write_atomic(dir.path(), &ev.snapshot()).unwrap();
+        let back = restore(Some(dir.path()), rules(), EvaluatorConfig::default());
+        assert_eq!(back.alerts(), ev.alerts());
+        assert_eq!(back.alerts().len(), 1);
+    }
+}

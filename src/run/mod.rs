@@ -1,0 +1,262 @@
+//! `vigil run`: the long-running service. Wires the engine task, the alert sinks, the
+//! HTTP API and UI, rule hot reload, checkpoints and (with `--demo`) a bundled incident
+//! recording; shuts down gracefully on SIGTERM/SIGINT.
+
+mod api;
+mod checkpoint;
+pub(crate) mod config;
+mod demo;
+mod engine;
+mod metrics;
+mod reload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+use vigil_connectors::sinks::{SinkContext, SinkStats};
+use vigil_engine::EvaluatorConfig;
+
+use config::{Config, LogFormat};
+use engine::{Engine, EngineSettings};
+
+/// Flags that override the config file.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Configuration file (YAML); without one, the documented defaults apply.
+    #[arg(long, short = 'c')]
+    pub(crate) config: Option<PathBuf>,
+    /// Rule files or directories (repeatable; overrides `rules:`).
+    #[arg(long = "rules")]
+    pub(crate) rules: Vec<PathBuf>,
+    /// HTTP listen address (overrides `http.listen`, default 127.0.0.1:9898).
+    #[arg(long)]
+    pub(crate) http: Option<SocketAddr>,
+    /// State directory for checkpoints (overrides `state_dir`, default ./.vigil).
+    #[arg(long)]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Log format (overrides `telemetry.log_format`).
+    #[arg(long, value_enum)]
+    pub(crate) log_format: Option<LogFormat>,
+    /// Feed the bundled node-avalanche incident recording through the live path.
+    #[arg(long)]
+    pub(crate) demo: bool,
+    /// Playback speed of --demo, × real time (default 40: 40 minutes in one).
+    #[arg(long, default_value_t = 40.0)]
+    pub(crate) demo_speed: f64,
+}
+
+/// Process-wide flags the API reads.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Sources are started.
+    pub(crate) sources_ready: AtomicBool,
+    /// Batches refused because the intake queue was full.
+    pub(crate) intake_full: AtomicU64,
+}
+
+/// A sink's name and counters, for /metrics.
+pub(crate) struct SinkMeter {
+    pub(crate) name: String,
+    pub(crate) stats: Arc<SinkStats>,
+}
+
+/// Runs the service until SIGTERM/SIGINT.
+pub(crate) fn run(args: RunArgs) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if !args.rules.is_empty() {
+        config.rules = args.rules.clone();
+    }
+    if let Some(http) = args.http {
+        config.http.listen = http;
+    }
+    if let Some(dir) = &args.state_dir {
+        config.state_dir = dir.clone();
+    }
+    if let Some(f) = args.log_format {
+        config.telemetry.log_format = f;
+    }
+    init_logging(&config)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vigil")
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(config, args))
+}
+
+fn init_logging(config: &Config) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.telemetry.log_level))
+        .context("invalid telemetry.log_level")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.telemetry.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, args: RunArgs) -> Result<()> {
+    let (rules, digest) = reload::load(&config.rules).map_err(|e| anyhow::anyhow!("rules do not load:\n{e}"))?;
+    let rules = Arc::new(rules);
+    info!(rules = rules.rules.len(), groups = rules.groups.len(), paths = ?config.rules, "rules loaded");
+    let eval_config = EvaluatorConfig {
+        lateness_ms: config.engine.lateness.as_millis(),
+    };
+    match config.actuator.mode {
+        config::ActuatorMode::DryRun => info!("actuator: dry-run (intents are logged and counted, nothing is changed)"),
+    }
+    // A demo replays a past incident rebased to now: a checkpoint of an earlier demo
+    // would make all of it late. Demos keep no state unless a state dir is given.
+    let state_dir = if args.demo && args.state_dir.is_none() {
+        info!("demo: checkpoints off (pass --state-dir to keep them)");
+        None
+    } else {
+        Some(config.state_dir.clone())
+    };
+    let ev = checkpoint::restore(state_dir.as_deref(), Arc::clone(&rules), eval_config);
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let listen = listener.local_addr()?;
+    let external = config.http.external_url.clone().unwrap_or_else(|| format!("http://{listen}"));
+
+    // Sinks stop after the engine's last events; intake (HTTP, demo) stops first.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
+    let ctx = SinkContext {
+        generator_url: external.clone(),
+        eval_interval: Duration::from_millis(rules.groups.iter().map(|g| g.interval_ms).max().unwrap_or(10_000) as u64),
+    };
+    let mut senders = Vec::new();
+    let mut dedup = Vec::new();
+    let mut meters = Vec::new();
+    let mut sink_tasks = Vec::new();
+    if let Some(c) = config.sinks.stdout.clone() {
+        let sink = c.build(&ctx).context("stdout sink")?;
+        let (tx, rx) = mpsc::channel(4096);
+        meters.push(SinkMeter { name: "stdout".into(), stats: sink.stats() });
+        senders.push(tx);
+        sink_tasks.push(tokio::spawn(sink.run(rx, sink_stop_rx.clone())));
+    }
+    for (i, c) in config.sinks.alertmanager.iter().enumerate() {
+        let sink = c.clone().build(&ctx).with_context(|| format!("sinks.alertmanager[{i}]"))?;
+        let (tx, rx) = mpsc::channel(16_384);
+        meters.push(SinkMeter { name: format!("alertmanager[{i}]"), stats: sink.stats() });
+        dedup.push(tx.clone());
+        senders.push(tx);
+        sink_tasks.push(tokio::spawn(sink.run(rx, sink_stop_rx.clone())));
+    }
+    for (i, c) in config.sinks.webhook.iter().enumerate() {
+        let sink = c.clone().build(&ctx).with_context(|| format!("sinks.webhook[{i}]"))?;
+        let (tx, rx) = mpsc::channel(16_384);
+        meters.push(SinkMeter { name: format!("webhook[{i}]"), stats: sink.stats() });
+        senders.push(tx);
+        sink_tasks.push(tokio::spawn(sink.run(rx, sink_stop_rx.clone())));
+    }
+
+    // Engine.
+    let settings = EngineSettings {
+        lateness_ms: config.engine.lateness.as_millis(),
+        idle_advance: if args.demo {
+            info!("demo: the watermark follows the recording only (no wall-clock advance)");
+            None
+        } else {
+            Some(Duration::from_millis(config.engine.idle_advance.as_millis().max(1) as u64))
+        },
+        checkpoint_every: Duration::from_millis(config.checkpoint.interval.as_millis().max(1000) as u64),
+        queue: config.engine.intake_queue,
+    };
+    let (engine, engine_task) = Engine::new(ev, settings, senders, dedup, checkpoint::Checkpointer::new(state_dir)).spawn();
+
+    // Reload: directory watch, SIGHUP, POST /-/reload.
+    let reload_status: reload::SharedStatus = Arc::new(Mutex::new(reload::ReloadStatus::default()));
+    let (reload_tx, reload_rx) = mpsc::channel(16);
+    let _watcher = match reload::watch(&config.rules, reload_tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "cannot watch the rules directories; reload with SIGHUP or POST /-/reload");
+            None
+        }
+    };
+    tokio::spawn(reload::run(config.rules.clone(), engine.clone(), Arc::clone(&reload_status), digest, reload_rx));
+    let hup_tx = reload_tx.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading rules");
+            let _ = hup_tx.send(reload::Trigger::Signal).await;
+        }
+    });
+
+    // HTTP.
+    let shared = Arc::new(Shared::default());
+    let app = api::router(api::Api {
+        engine: engine.clone(),
+        reload: Arc::clone(&reload_status),
+        reload_tx,
+        shared: Arc::clone(&shared),
+        sinks: Arc::new(meters),
+    });
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.changed().await;
+            })
+            .await
+    });
+    info!(%listen, ui = %external, "HTTP API and UI listening");
+
+    // Sources.
+    let demo = args.demo.then(|| {
+        let (engine, stop) = (engine.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = demo::play(engine, args.demo_speed, stop).await {
+                error!(error = %format!("{e:#}"), "demo failed");
+            }
+        })
+    });
+    shared.sources_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    shutdown_signal().await;
+    info!("shutting down: stopping intake");
+    let _ = stop_tx.send(true);
+    if let Some(d) = demo {
+        let _ = d.await;
+    }
+    if engine.shutdown().await.is_err() {
+        warn!("the engine had already stopped");
+    }
+    let _ = engine_task.await;
+    let _ = sink_stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for t in sink_tasks {
+            let _ = t.await;
+        }
+    })
+    .await;
+    let _ = http.await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM"),
+        _ = int.recv() => info!("SIGINT"),
+    }
+}
