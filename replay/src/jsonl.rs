@@ -86,14 +86,18 @@ pub fn parse_line(line: &str) -> Result<Record, String> {
             "NaN" => f64::NAN,
             "+Inf" | "Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            other => other.parse().map_err(|_| format!("value {other:?} is not a number"))?,
+            other => other
+                .parse()
+                .map_err(|_| format!("value {other:?} is not a number"))?,
         },
     };
     if l.metric.is_empty() {
         return Err("metric is empty".into());
     }
     if l.labels.contains_key(METRIC_NAME) {
-        return Err(format!("labels must not contain {METRIC_NAME}; use \"metric\""));
+        return Err(format!(
+            "labels must not contain {METRIC_NAME}; use \"metric\""
+        ));
     }
     let mut labels: Labels = l.labels;
     labels.insert(METRIC_NAME.into(), l.metric);
@@ -166,10 +170,15 @@ mod tests {
     fn reads_numbers_strings_and_rfc3339() {
         let input = "{\"ts\":1000,\"metric\":\"m\",\"labels\":{\"a\":\"1\"},\"value\":2.5}\n\n\
                      {\"ts\":\"1970-01-01T00:00:02+00:00\",\"metric\":\"m\",\"value\":\"NaN\"}\n";
-        let recs: Vec<Record> = JsonlReader::new(input.as_bytes(), "x.jsonl").map(Result::unwrap).collect();
+        let recs: Vec<Record> = JsonlReader::new(input.as_bytes(), "x.jsonl")
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(recs.len(), 2);
         assert_eq!((recs[0].ts, recs[0].value), (1000, 2.5));
-        assert_eq!(recs[0].labels.get("__name__").map(String::as_str), Some("m"));
+        assert_eq!(
+            recs[0].labels.get("__name__").map(String::as_str),
+            Some("m")
+        );
         assert_eq!(recs[1].ts, 2000);
         assert!(recs[1].value.is_nan());
     }
@@ -182,7 +191,15 @@ mod tests {
             .map(|e| e.to_string())
             .collect();
         assert_eq!(errs.len(), 2);
-        assert!(errs[0].starts_with("r.jsonl:2: unknown field `valu`"), "{}", errs[0]);
-        assert!(errs[1].starts_with("r.jsonl:3: ts \"yesterday\""), "{}", errs[1]);
+        assert!(
+            errs[0].starts_with("r.jsonl:2: unknown field `valu`"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].starts_with("r.jsonl:3: ts \"yesterday\""),
+            "{}",
+            errs[1]
+        );
     }
 }

@@ -52,7 +52,10 @@ pub(crate) fn router(api: Api) -> Router {
 fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -83,11 +86,19 @@ async fn alerts(State(api): State<Api>) -> Response {
 }
 
 fn query_of(r: &Rule) -> String {
-    let sel = r.selector.as_ref().map(|s| s.to_string()).unwrap_or_default();
+    let sel = r
+        .selector
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     let det = r.detector.as_ref().map(|d| d.kind()).unwrap_or("compound");
     match &r.kind {
         RuleKind::Compound(c) => {
-            let mode = if c.mode == vigil_engine::rule::CompoundMode::All { "all" } else { "any" };
+            let mode = if c.mode == vigil_engine::rule::CompoundMode::All {
+                "all"
+            } else {
+                "any"
+            };
             format!("compound {mode} within {}ms on {:?}", c.within_ms, c.on)
         }
         RuleKind::Aggregate { op, by } => format!("{det}({op:?} by {by:?} ({sel}))"),
@@ -177,7 +188,11 @@ async fn readyz(State(api): State<Api>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
     }
 }
 
@@ -186,8 +201,20 @@ async fn metrics(State(api): State<Api>) -> Response {
         return unavailable();
     };
     let reload = api.reload.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let body = super::metrics::render(&status, &reload, &api.sinks, api.shared.intake_full.load(Ordering::Relaxed));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    let body = super::metrics::render(
+        &status,
+        &reload,
+        &api.sinks,
+        api.shared.intake_full.load(Ordering::Relaxed),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -199,7 +226,11 @@ struct SeriesQuery {
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"status": "error", "errorType": "bad_data", "error": msg.into()}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"status": "error", "errorType": "bad_data", "error": msg.into()})),
+    )
+        .into_response()
 }
 
 async fn series(State(api): State<Api>, Query(q): Query<SeriesQuery>) -> Response {
@@ -211,9 +242,13 @@ async fn series(State(api): State<Api>, Query(q): Query<SeriesQuery>) -> Respons
         (None, Some(l)) => {
             let want: BTreeMap<String, String> = match serde_json::from_str(l) {
                 Ok(w) => w,
-                Err(e) => return bad_request(format!("labels must be a JSON object of strings: {e}")),
+                Err(e) => {
+                    return bad_request(format!("labels must be a JSON object of strings: {e}"))
+                }
             };
-            let Ok(alerts) = api.engine.alerts().await else { return unavailable() };
+            let Ok(alerts) = api.engine.alerts().await else {
+                return unavailable();
+            };
             match alerts.iter().find(|a| *a.rule == *q.rule && want.iter().all(|(k, v)| a.labels.get(k) == Some(v))) {
                 Some(a) => a.fingerprint,
                 None => return (StatusCode::NOT_FOUND, Json(json!({"status": "error", "errorType": "not_found", "error": "no active alert of that rule has those labels"}))).into_response(),
@@ -301,8 +336,16 @@ async fn import(State(api): State<Api>, body: String) -> Response {
     if accepted > 0 && api.engine.ingest(batch).await.is_err() {
         return unavailable();
     }
-    let code = if accepted == 0 && rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    (code, Json(json!({"accepted": accepted, "rejected": rejected, "errors": errors}))).into_response()
+    let code = if accepted == 0 && rejected > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        Json(json!({"accepted": accepted, "rejected": rejected, "errors": errors})),
+    )
+        .into_response()
 }
 
 async fn reload(State(api): State<Api>) -> Response {
@@ -312,7 +355,11 @@ async fn reload(State(api): State<Api>) -> Response {
     }
     match rx.await {
         Ok(Ok(msg)) => (StatusCode::OK, format!("{msg}\n")).into_response(),
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("reload rejected; the previous rules keep running:\n{e}\n")).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::BAD_REQUEST,
+            format!("reload rejected; the previous rules keep running:\n{e}\n"),
+        )
+            .into_response(),
         Err(_) => unavailable(),
     }
 }

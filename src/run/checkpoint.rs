@@ -67,11 +67,13 @@ impl Checkpointer {
 
 fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create state dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create state dir {}", dir.display()))?;
     let tmp = dir.join(format!("{FILE}.tmp"));
     let dst = dir.join(FILE);
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }
@@ -81,7 +83,11 @@ fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Restores the evaluator from `dir`, or starts empty (reporting why).
-pub(crate) fn restore(dir: Option<&Path>, rules: Arc<RuleSet>, config: EvaluatorConfig) -> Evaluator {
+pub(crate) fn restore(
+    dir: Option<&Path>,
+    rules: Arc<RuleSet>,
+    config: EvaluatorConfig,
+) -> Evaluator {
     let Some(dir) = dir else {
         return Evaluator::new(rules, config);
     };
@@ -152,8 +158,16 @@ mod tests {
     fn round_trip_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut ev = Evaluator::new(rules(), EvaluatorConfig::default());
-        let id = ev.intern(&[("__name__".to_string(), "x".to_string())].into_iter().collect());
-        ev.ingest(&[vigil_engine::Sample { series: id, ts: 0, value: 9.0 }]);
+        let id = ev.intern(
+            &[("__name__".to_string(), "x".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        ev.ingest(&[vigil_engine::Sample {
+            series: id,
+            ts: 0,
+            value: 9.0,
+        }]);
         ev.flush();
         write_atomic(dir.path(), &ev.snapshot()).unwrap();
         let back = restore(Some(dir.path()), rules(), EvaluatorConfig::default());

@@ -189,6 +189,10 @@ pub(crate) struct TelemetryConfig {
     /// Log filter in `RUST_LOG` syntax (default `info`); `RUST_LOG` overrides it.
     #[serde(default = "default_log_level")]
     pub(crate) log_level: String,
+    /// OTLP/HTTP endpoint that receives Vigil's own traces (batch → detect →
+    /// dispatch), e.g. `http://otel-collector:4318` (default none: no traces).
+    #[serde(default)]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 fn default_log_level() -> String {
@@ -200,6 +204,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             log_format: LogFormat::default(),
             log_level: default_log_level(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -221,7 +226,8 @@ impl Config {
         let Some(path) = path else {
             return Ok(serde_yaml::from_str("{}")?);
         };
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("invalid config {}", path.display()))
     }
 
@@ -259,7 +265,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_errors_with_their_path() {
-        let err = Config::parse("http:\n  listn: 0.0.0.0:1\n").unwrap_err().to_string();
+        let err = Config::parse("http:\n  listn: 0.0.0.0:1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `listn`"), "{err}");
     }
 }

@@ -19,12 +19,21 @@ use super::engine::{now_ms, EngineHandle, IngestBatch};
 const RECORDING: &str = include_str!("../../examples/incidents/node-avalanche/recording.jsonl");
 
 /// Plays the recording at `speed` × real time.
-pub(crate) async fn play(engine: EngineHandle, speed: f64, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+pub(crate) async fn play(
+    engine: EngineHandle,
+    speed: f64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     let mut records = Vec::new();
     for (i, line) in RECORDING.lines().enumerate() {
-        records.push(parse_line(line).map_err(anyhow::Error::msg).with_context(|| format!("demo recording line {}", i + 1))?);
+        records.push(
+            parse_line(line)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("demo recording line {}", i + 1))?,
+        );
     }
-    let (Some(first), Some(last)) = (records.first().map(|r| r.ts), records.last().map(|r| r.ts)) else {
+    let (Some(first), Some(last)) = (records.first().map(|r| r.ts), records.last().map(|r| r.ts))
+    else {
         return Ok(());
     };
     let shift = now_ms() - last;

@@ -8,7 +8,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
-use vigil_engine::eval::{ActiveAlert, AlertEvent, Event, Intent, Notice, RuleStats, SeriesHistory, Stats};
+use vigil_engine::eval::{
+    ActiveAlert, AlertEvent, Event, Intent, Notice, RuleStats, SeriesHistory, Stats,
+};
 use vigil_engine::lifecycle::AlertState;
 use vigil_engine::{Evaluator, Labels, RuleSet, Sample};
 
@@ -69,10 +71,16 @@ pub(crate) struct EngineGone;
 impl EngineHandle {
     /// Queues a batch, waiting for room.
     pub(crate) async fn ingest(&self, batch: IngestBatch) -> Result<(), EngineGone> {
-        self.tx.send(Command::Ingest(batch)).await.map_err(|_| EngineGone)
+        self.tx
+            .send(Command::Ingest(batch))
+            .await
+            .map_err(|_| EngineGone)
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, EngineGone> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineGone> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).await.map_err(|_| EngineGone)?;
         rx.await.map_err(|_| EngineGone)
@@ -90,7 +98,11 @@ impl EngineHandle {
         self.ask(Command::Events).await
     }
 
-    pub(crate) async fn history(&self, rule: String, fingerprint: u64) -> Result<Option<SeriesHistory>, EngineGone> {
+    pub(crate) async fn history(
+        &self,
+        rule: String,
+        fingerprint: u64,
+    ) -> Result<Option<SeriesHistory>, EngineGone> {
         self.ask(|tx| Command::History(rule, fingerprint, tx)).await
     }
 
@@ -131,7 +143,9 @@ pub(crate) struct Engine {
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Engine {
@@ -230,21 +244,27 @@ impl Engine {
         let samples: Vec<Sample> = batch
             .samples
             .iter()
-            .filter_map(|&(i, ts, value)| ids.get(i as usize).map(|&series| Sample { series, ts, value }))
+            .filter_map(|&(i, ts, value)| {
+                ids.get(i as usize)
+                    .map(|&series| Sample { series, ts, value })
+            })
             .collect();
-        self.ev.ingest(&samples);
+        info_span!("detect", series = ids.len()).in_scope(|| self.ev.ingest(&samples));
         self.batch_seconds.observe(started.elapsed().as_secs_f64());
         self.last_sample = Instant::now();
         self.last_sample_wall_ms = Some(now_ms());
-        self.dispatch();
+        info_span!("dispatch").in_scope(|| self.dispatch());
     }
 
     fn idle_advance(&mut self) {
-        let Some(idle) = self.settings.idle_advance else { return };
+        let Some(idle) = self.settings.idle_advance else {
+            return;
+        };
         if self.last_sample.elapsed() < idle {
             return;
         }
-        self.ev.advance_watermark(now_ms() - self.settings.lateness_ms);
+        self.ev
+            .advance_watermark(now_ms() - self.settings.lateness_ms);
         self.dispatch();
     }
 
@@ -265,7 +285,12 @@ impl Engine {
     /// After a restart, firing alerts are re-announced to deduplicating sinks only, so
     /// Alertmanager keeps them alive without a new notification.
     fn resend_restored(&mut self) {
-        for a in self.ev.alerts().into_iter().filter(|a| a.state == AlertState::Firing) {
+        for a in self
+            .ev
+            .alerts()
+            .into_iter()
+            .filter(|a| a.state == AlertState::Firing)
+        {
             let event = AlertEvent {
                 ts: a.fired_at.unwrap_or(a.active_at),
                 rule: a.rule,
@@ -312,7 +337,11 @@ impl Engine {
     }
 
     fn log_intent(&mut self, i: &Intent) {
-        if let Some(slot) = self.intents.iter_mut().find(|(a, _)| *a == i.action.as_str()) {
+        if let Some(slot) = self
+            .intents
+            .iter_mut()
+            .find(|(a, _)| *a == i.action.as_str())
+        {
             slot.1 += 1;
         }
         info!(
@@ -328,15 +357,23 @@ impl Engine {
         let rules = Arc::clone(self.ev.rules());
         let alerts = self.ev.alerts();
         Status {
-            rule_stats: (0..rules.rules.len()).map(|i| self.ev.rule_stats(i)).collect(),
+            rule_stats: (0..rules.rules.len())
+                .map(|i| self.ev.rule_stats(i))
+                .collect(),
             rules,
             stats: self.ev.stats().clone(),
             watermark: self.ev.watermark(),
             buffered: self.ev.buffered(),
             series: self.ev.series().len(),
             heap_bytes: self.ev.heap_bytes(),
-            alerts_pending: alerts.iter().filter(|a| a.state == AlertState::Pending).count(),
-            alerts_firing: alerts.iter().filter(|a| a.state == AlertState::Firing).count(),
+            alerts_pending: alerts
+                .iter()
+                .filter(|a| a.state == AlertState::Pending)
+                .count(),
+            alerts_firing: alerts
+                .iter()
+                .filter(|a| a.state == AlertState::Firing)
+                .count(),
             intents: self.intents.to_vec(),
             batch_seconds: self.batch_seconds.clone(),
             checkpoint: self.checkpointer.status(),

@@ -19,7 +19,9 @@ pub(crate) struct Histogram {
 impl Histogram {
     /// Buckets for in-process latencies, 10 µs to 1 s.
     pub(crate) fn latency() -> Self {
-        const B: &[f64] = &[1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0];
+        const B: &[f64] = &[
+            1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0,
+        ];
         Histogram {
             bounds: B,
             counts: vec![0; B.len()],
@@ -55,7 +57,9 @@ fn header(out: &mut String, name: &str, help: &str, kind: &str) {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn single(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt::Display) {
@@ -64,12 +68,34 @@ fn single(out: &mut String, name: &str, help: &str, kind: &str, v: impl std::fmt
 }
 
 /// Renders every metric.
-pub(crate) fn render(s: &Status, reload: &ReloadStatus, sinks: &[SinkMeter], intake_full: u64) -> String {
+pub(crate) fn render(
+    s: &Status,
+    reload: &ReloadStatus,
+    sinks: &[SinkMeter],
+    intake_full: u64,
+) -> String {
     let mut out = String::new();
     let st = &s.stats;
-    single(&mut out, "vigil_samples_received_total", "Samples handed to the engine.", "counter", st.received);
-    single(&mut out, "vigil_samples_evaluated_total", "Samples evaluated.", "counter", st.evaluated);
-    header(&mut out, "vigil_samples_dropped_total", "Samples dropped, by reason.", "counter");
+    single(
+        &mut out,
+        "vigil_samples_received_total",
+        "Samples handed to the engine.",
+        "counter",
+        st.received,
+    );
+    single(
+        &mut out,
+        "vigil_samples_evaluated_total",
+        "Samples evaluated.",
+        "counter",
+        st.evaluated,
+    );
+    header(
+        &mut out,
+        "vigil_samples_dropped_total",
+        "Samples dropped, by reason.",
+        "counter",
+    );
     let refused: u64 = s.rule_stats.iter().map(|r| r.refused).sum();
     for (reason, n) in [
         ("late", st.late),
@@ -79,62 +105,220 @@ pub(crate) fn render(s: &Status, reload: &ReloadStatus, sinks: &[SinkMeter], int
         ("series_limit", refused),
         ("intake_full", intake_full),
     ] {
-        let _ = writeln!(out, "vigil_samples_dropped_total{{reason=\"{reason}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "vigil_samples_dropped_total{{reason=\"{reason}\"}} {n}"
+        );
     }
-    single(&mut out, "vigil_stale_markers_total", "Staleness markers received.", "counter", st.stale_markers);
+    single(
+        &mut out,
+        "vigil_stale_markers_total",
+        "Staleness markers received.",
+        "counter",
+        st.stale_markers,
+    );
     single(&mut out, "vigil_series", "Live series.", "gauge", s.series);
-    single(&mut out, "vigil_series_expired_total", "Series expired after going silent.", "counter", st.expired_series);
-    single(&mut out, "vigil_buffered_samples", "Samples waiting for the watermark.", "gauge", s.buffered);
-    single(&mut out, "vigil_engine_heap_bytes", "Approximate heap bytes of engine state.", "gauge", s.heap_bytes);
+    single(
+        &mut out,
+        "vigil_series_expired_total",
+        "Series expired after going silent.",
+        "counter",
+        st.expired_series,
+    );
+    single(
+        &mut out,
+        "vigil_buffered_samples",
+        "Samples waiting for the watermark.",
+        "gauge",
+        s.buffered,
+    );
+    single(
+        &mut out,
+        "vigil_engine_heap_bytes",
+        "Approximate heap bytes of engine state.",
+        "gauge",
+        s.heap_bytes,
+    );
     if let Some(t) = s.last_sample_wall_ms {
-        single(&mut out, "vigil_last_intake_timestamp_seconds", "Wall time of the last intake batch.", "gauge", t as f64 / 1000.0);
+        single(
+            &mut out,
+            "vigil_last_intake_timestamp_seconds",
+            "Wall time of the last intake batch.",
+            "gauge",
+            t as f64 / 1000.0,
+        );
     }
     if let Some(w) = s.watermark {
-        single(&mut out, "vigil_watermark_seconds", "Event-time watermark.", "gauge", w as f64 / 1000.0);
+        single(
+            &mut out,
+            "vigil_watermark_seconds",
+            "Event-time watermark.",
+            "gauge",
+            w as f64 / 1000.0,
+        );
     }
-    header(&mut out, "vigil_rule_series", "Live states per rule.", "gauge");
+    header(
+        &mut out,
+        "vigil_rule_series",
+        "Live states per rule.",
+        "gauge",
+    );
     for (r, rs) in s.rules.rules.iter().zip(&s.rule_stats) {
-        let _ = writeln!(out, "vigil_rule_series{{group=\"{}\",rule=\"{}\"}} {}", escape(&r.group), escape(&r.name), rs.states);
+        let _ = writeln!(
+            out,
+            "vigil_rule_series{{group=\"{}\",rule=\"{}\"}} {}",
+            escape(&r.group),
+            escape(&r.name),
+            rs.states
+        );
     }
-    header(&mut out, "vigil_rule_evaluations_total", "Detector evaluations per rule.", "counter");
+    header(
+        &mut out,
+        "vigil_rule_evaluations_total",
+        "Detector evaluations per rule.",
+        "counter",
+    );
     for (r, rs) in s.rules.rules.iter().zip(&s.rule_stats) {
-        let _ = writeln!(out, "vigil_rule_evaluations_total{{group=\"{}\",rule=\"{}\"}} {}", escape(&r.group), escape(&r.name), rs.evaluations);
+        let _ = writeln!(
+            out,
+            "vigil_rule_evaluations_total{{group=\"{}\",rule=\"{}\"}} {}",
+            escape(&r.group),
+            escape(&r.name),
+            rs.evaluations
+        );
     }
-    header(&mut out, "vigil_rule_samples_refused_total", "Samples refused because the rule reached max_series.", "counter");
+    header(
+        &mut out,
+        "vigil_rule_samples_refused_total",
+        "Samples refused because the rule reached max_series.",
+        "counter",
+    );
     for (r, rs) in s.rules.rules.iter().zip(&s.rule_stats) {
-        let _ = writeln!(out, "vigil_rule_samples_refused_total{{group=\"{}\",rule=\"{}\"}} {}", escape(&r.group), escape(&r.name), rs.refused);
+        let _ = writeln!(
+            out,
+            "vigil_rule_samples_refused_total{{group=\"{}\",rule=\"{}\"}} {}",
+            escape(&r.group),
+            escape(&r.name),
+            rs.refused
+        );
     }
     header(&mut out, "vigil_alerts", "Alerts by state.", "gauge");
-    let _ = writeln!(out, "vigil_alerts{{state=\"pending\"}} {}", s.alerts_pending);
+    let _ = writeln!(
+        out,
+        "vigil_alerts{{state=\"pending\"}} {}",
+        s.alerts_pending
+    );
     let _ = writeln!(out, "vigil_alerts{{state=\"firing\"}} {}", s.alerts_firing);
-    header(&mut out, "vigil_intents_total", "Action intents by action and outcome.", "counter");
+    header(
+        &mut out,
+        "vigil_intents_total",
+        "Action intents by action and outcome.",
+        "counter",
+    );
     for (action, n) in &s.intents {
-        let _ = writeln!(out, "vigil_intents_total{{action=\"{action}\",outcome=\"dry_run\"}} {n}");
+        let _ = writeln!(
+            out,
+            "vigil_intents_total{{action=\"{action}\",outcome=\"dry_run\"}} {n}"
+        );
     }
-    s.batch_seconds.render(&mut out, "vigil_batch_duration_seconds", "Time to evaluate one intake batch (routing, windows, detectors, lifecycle).");
-    header(&mut out, "vigil_rule_reloads_total", "Rule reloads by result.", "counter");
-    let _ = writeln!(out, "vigil_rule_reloads_total{{result=\"success\"}} {}", reload.successes);
-    let _ = writeln!(out, "vigil_rule_reloads_total{{result=\"failure\"}} {}", reload.failures);
-    single(&mut out, "vigil_rule_last_reload_successful", "Whether the last rule reload succeeded.", "gauge", u8::from(reload.last_error.is_none()));
+    s.batch_seconds.render(
+        &mut out,
+        "vigil_batch_duration_seconds",
+        "Time to evaluate one intake batch (routing, windows, detectors, lifecycle).",
+    );
+    header(
+        &mut out,
+        "vigil_rule_reloads_total",
+        "Rule reloads by result.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "vigil_rule_reloads_total{{result=\"success\"}} {}",
+        reload.successes
+    );
+    let _ = writeln!(
+        out,
+        "vigil_rule_reloads_total{{result=\"failure\"}} {}",
+        reload.failures
+    );
+    single(
+        &mut out,
+        "vigil_rule_last_reload_successful",
+        "Whether the last rule reload succeeded.",
+        "gauge",
+        u8::from(reload.last_error.is_none()),
+    );
     let cp = &s.checkpoint;
-    header(&mut out, "vigil_checkpoint_writes_total", "Checkpoint writes by result.", "counter");
-    let _ = writeln!(out, "vigil_checkpoint_writes_total{{result=\"success\"}} {}", cp.writes_ok);
-    let _ = writeln!(out, "vigil_checkpoint_writes_total{{result=\"failure\"}} {}", cp.writes_failed);
+    header(
+        &mut out,
+        "vigil_checkpoint_writes_total",
+        "Checkpoint writes by result.",
+        "counter",
+    );
+    let _ = writeln!(
+        out,
+        "vigil_checkpoint_writes_total{{result=\"success\"}} {}",
+        cp.writes_ok
+    );
+    let _ = writeln!(
+        out,
+        "vigil_checkpoint_writes_total{{result=\"failure\"}} {}",
+        cp.writes_failed
+    );
     if let Some(t) = cp.last_success {
-        let age = SystemTime::now().duration_since(t).map_or(0.0, |d| d.as_secs_f64());
-        single(&mut out, "vigil_checkpoint_age_seconds", "Seconds since the last successful checkpoint.", "gauge", age);
+        let age = SystemTime::now()
+            .duration_since(t)
+            .map_or(0.0, |d| d.as_secs_f64());
+        single(
+            &mut out,
+            "vigil_checkpoint_age_seconds",
+            "Seconds since the last successful checkpoint.",
+            "gauge",
+            age,
+        );
     }
-    header(&mut out, "vigil_sink_sent_total", "Alert notifications delivered, per sink.", "counter");
+    header(
+        &mut out,
+        "vigil_sink_sent_total",
+        "Alert notifications delivered, per sink.",
+        "counter",
+    );
     for m in sinks {
-        let _ = writeln!(out, "vigil_sink_sent_total{{sink=\"{}\"}} {}", escape(&m.name), m.stats.snapshot().sent_total);
+        let _ = writeln!(
+            out,
+            "vigil_sink_sent_total{{sink=\"{}\"}} {}",
+            escape(&m.name),
+            m.stats.snapshot().sent_total
+        );
     }
-    header(&mut out, "vigil_sink_failed_total", "Alert deliveries that failed, per sink.", "counter");
+    header(
+        &mut out,
+        "vigil_sink_failed_total",
+        "Alert deliveries that failed, per sink.",
+        "counter",
+    );
     for m in sinks {
-        let _ = writeln!(out, "vigil_sink_failed_total{{sink=\"{}\"}} {}", escape(&m.name), m.stats.snapshot().failed_total);
+        let _ = writeln!(
+            out,
+            "vigil_sink_failed_total{{sink=\"{}\"}} {}",
+            escape(&m.name),
+            m.stats.snapshot().failed_total
+        );
     }
-    header(&mut out, "vigil_sink_dropped_total", "Alert notifications dropped (queue full), per sink.", "counter");
+    header(
+        &mut out,
+        "vigil_sink_dropped_total",
+        "Alert notifications dropped (queue full), per sink.",
+        "counter",
+    );
     for m in sinks {
-        let _ = writeln!(out, "vigil_sink_dropped_total{{sink=\"{}\"}} {}", escape(&m.name), m.stats.snapshot().dropped_total);
+        let _ = writeln!(
+            out,
+            "vigil_sink_dropped_total{{sink=\"{}\"}} {}",
+            escape(&m.name),
+            m.stats.snapshot().dropped_total
+        );
     }
     out
 }

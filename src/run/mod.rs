@@ -81,37 +81,83 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     if let Some(f) = args.log_format {
         config.telemetry.log_format = f;
     }
-    init_logging(&config)?;
-    tokio::runtime::Builder::new_multi_thread()
+    let tracer = init_telemetry(&config)?;
+    let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vigil")
         .build()
         .context("cannot start the async runtime")?
-        .block_on(serve(config, args))
+        .block_on(serve(config, args));
+    if let Some(provider) = tracer {
+        if let Err(e) = provider.shutdown() {
+            eprintln!("vigil: flushing traces failed: {e}");
+        }
+    }
+    result
 }
 
-fn init_logging(config: &Config) -> Result<()> {
-    use tracing_subscriber::EnvFilter;
+/// Logs (text or JSON, on stderr) and, when an OTLP endpoint is configured, traces.
+fn init_telemetry(config: &Config) -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.telemetry.log_level))
         .context("invalid telemetry.log_level")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.telemetry.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
+    let logs = match config.telemetry.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let Some(endpoint) = &config.telemetry.otlp_endpoint else {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(logs)
+            .init();
+        return Ok(None);
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .build()
+        .context("telemetry.otlp_endpoint: cannot build the OTLP exporter")?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("vigil")
+                .build(),
+        )
+        .build();
+    let traces = tracing_opentelemetry::layer().with_tracer(provider.tracer("vigil"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(traces)
+        .init();
+    info!(%endpoint, "exporting traces over OTLP/HTTP");
+    Ok(Some(provider))
 }
 
 async fn serve(config: Config, args: RunArgs) -> Result<()> {
-    let (rules, digest) = reload::load(&config.rules).map_err(|e| anyhow::anyhow!("rules do not load:\n{e}"))?;
+    let (rules, digest) =
+        reload::load(&config.rules).map_err(|e| anyhow::anyhow!("rules do not load:\n{e}"))?;
     let rules = Arc::new(rules);
     info!(rules = rules.rules.len(), groups = rules.groups.len(), paths = ?config.rules, "rules loaded");
     let eval_config = EvaluatorConfig {
         lateness_ms: config.engine.lateness.as_millis(),
     };
     match config.actuator.mode {
-        config::ActuatorMode::DryRun => info!("actuator: dry-run (intents are logged and counted, nothing is changed)"),
+        config::ActuatorMode::DryRun => {
+            info!("actuator: dry-run (intents are logged and counted, nothing is changed)")
+        }
     }
     // A demo replays a past incident rebased to now: a checkpoint of an earlier demo
     // would make all of it late. Demos keep no state unless a state dir is given.
@@ -127,14 +173,25 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     let listen = listener.local_addr()?;
-    let external = config.http.external_url.clone().unwrap_or_else(|| format!("http://{listen}"));
+    let external = config
+        .http
+        .external_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{listen}"));
 
     // Sinks stop after the engine's last events; intake (HTTP, demo) stops first.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (sink_stop_tx, sink_stop_rx) = watch::channel(false);
     let ctx = SinkContext {
         generator_url: external.clone(),
-        eval_interval: Duration::from_millis(rules.groups.iter().map(|g| g.interval_ms).max().unwrap_or(10_000) as u64),
+        eval_interval: Duration::from_millis(
+            rules
+                .groups
+                .iter()
+                .map(|g| g.interval_ms)
+                .max()
+                .unwrap_or(10_000) as u64,
+        ),
     };
     let mut senders = Vec::new();
     let mut dedup = Vec::new();
@@ -143,22 +200,37 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
     if let Some(c) = config.sinks.stdout.clone() {
         let sink = c.build(&ctx).context("stdout sink")?;
         let (tx, rx) = mpsc::channel(4096);
-        meters.push(SinkMeter { name: "stdout".into(), stats: sink.stats() });
+        meters.push(SinkMeter {
+            name: "stdout".into(),
+            stats: sink.stats(),
+        });
         senders.push(tx);
         sink_tasks.push(tokio::spawn(sink.run(rx, sink_stop_rx.clone())));
     }
     for (i, c) in config.sinks.alertmanager.iter().enumerate() {
-        let sink = c.clone().build(&ctx).with_context(|| format!("sinks.alertmanager[{i}]"))?;
+        let sink = c
+            .clone()
+            .build(&ctx)
+            .with_context(|| format!("sinks.alertmanager[{i}]"))?;
         let (tx, rx) = mpsc::channel(16_384);
-        meters.push(SinkMeter { name: format!("alertmanager[{i}]"), stats: sink.stats() });
+        meters.push(SinkMeter {
+            name: format!("alertmanager[{i}]"),
+            stats: sink.stats(),
+        });
         dedup.push(tx.clone());
         senders.push(tx);
         sink_tasks.push(tokio::spawn(sink.run(rx, sink_stop_rx.clone())));
     }
     for (i, c) in config.sinks.webhook.iter().enumerate() {
-        let sink = c.clone().build(&ctx).with_context(|| format!("sinks.webhook[{i}]"))?;
+        let sink = c
+            .clone()
+            .build(&ctx)
+            .with_context(|| format!("sinks.webhook[{i}]"))?;
         let (tx, rx) = mpsc::channel(16_384);
-        meters.push(SinkMeter { name: format!("webhook[{i}]"), stats: sink.stats() });
+        meters.push(SinkMeter {
+            name: format!("webhook[{i}]"),
+            stats: sink.stats(),
+        });
         senders.push(tx);
         sink_tasks.push(tokio::spawn(sink.run(rx, sink_stop_rx.clone())));
     }
@@ -170,12 +242,23 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
             info!("demo: the watermark follows the recording only (no wall-clock advance)");
             None
         } else {
-            Some(Duration::from_millis(config.engine.idle_advance.as_millis().max(1) as u64))
+            Some(Duration::from_millis(
+                config.engine.idle_advance.as_millis().max(1) as u64,
+            ))
         },
-        checkpoint_every: Duration::from_millis(config.checkpoint.interval.as_millis().max(1000) as u64),
+        checkpoint_every: Duration::from_millis(
+            config.checkpoint.interval.as_millis().max(1000) as u64
+        ),
         queue: config.engine.intake_queue,
     };
-    let (engine, engine_task) = Engine::new(ev, settings, senders, dedup, checkpoint::Checkpointer::new(state_dir)).spawn();
+    let (engine, engine_task) = Engine::new(
+        ev,
+        settings,
+        senders,
+        dedup,
+        checkpoint::Checkpointer::new(state_dir),
+    )
+    .spawn();
 
     // Reload: directory watch, SIGHUP, POST /-/reload.
     let reload_status: reload::SharedStatus = Arc::new(Mutex::new(reload::ReloadStatus::default()));
@@ -187,10 +270,19 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
             None
         }
     };
-    tokio::spawn(reload::run(config.rules.clone(), engine.clone(), Arc::clone(&reload_status), digest, reload_rx));
+    tokio::spawn(reload::run(
+        config.rules.clone(),
+        engine.clone(),
+        Arc::clone(&reload_status),
+        digest,
+        reload_rx,
+    ));
     let hup_tx = reload_tx.clone();
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
         while hup.recv().await.is_some() {
             info!("SIGHUP: reloading rules");
             let _ = hup_tx.send(reload::Trigger::Signal).await;
@@ -225,7 +317,9 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
             }
         })
     });
-    shared.sources_ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .sources_ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     shutdown_signal().await;
     info!("shutting down: stopping intake");
@@ -251,7 +345,10 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

@@ -48,14 +48,19 @@ pub(crate) fn load(paths: &[PathBuf]) -> Result<(RuleSet, u64), String> {
     let mut h = DefaultHasher::new();
     for f in &files {
         f.hash(&mut h);
-        std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?.hash(&mut h);
+        std::fs::read(f)
+            .map_err(|e| format!("{}: {e}", f.display()))?
+            .hash(&mut h);
     }
     let set = RuleSet::load(&files).map_err(|e| e.to_string())?;
     Ok((set, h.finish()))
 }
 
 /// Watches the directories holding `paths`; events become [`Trigger::Watch`].
-pub(crate) fn watch(paths: &[PathBuf], tx: mpsc::Sender<Trigger>) -> notify::Result<RecommendedWatcher> {
+pub(crate) fn watch(
+    paths: &[PathBuf],
+    tx: mpsc::Sender<Trigger>,
+) -> notify::Result<RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if res.is_ok() {
             let _ = tx.try_send(Trigger::Watch);
@@ -65,7 +70,9 @@ pub(crate) fn watch(paths: &[PathBuf], tx: mpsc::Sender<Trigger>) -> notify::Res
         let dir = if p.is_dir() {
             p.clone()
         } else {
-            p.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+            p.parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
         };
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     }

@@ -18,7 +18,11 @@ pub struct Vigil {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Vigil {
@@ -37,8 +41,14 @@ impl Vigil {
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
             .unwrap();
-        let v = Vigil { child, port, stdout };
-        v.wait_until(Duration::from_secs(30), "healthz", || v.get("/healthz").0 == 200);
+        let v = Vigil {
+            child,
+            port,
+            stdout,
+        };
+        v.wait_until(Duration::from_secs(30), "healthz", || {
+            v.get("/healthz").0 == 200
+        });
         v
     }
 
@@ -51,7 +61,11 @@ impl Vigil {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let log = std::fs::read_to_string(self.stdout.with_file_name(format!("stderr-{}.log", self.port))).unwrap_or_default();
+        let log = std::fs::read_to_string(
+            self.stdout
+                .with_file_name(format!("stderr-{}.log", self.port)),
+        )
+        .unwrap_or_default();
         panic!("timed out waiting for {what}; vigil stderr:\n{log}");
     }
 
@@ -73,19 +87,28 @@ impl Vigil {
     pub fn metric(&self, series: &str) -> Option<f64> {
         let (_, body) = self.get("/metrics");
         body.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .and_then(|v| v.trim().parse().ok())
     }
 
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "vigil did not stop on SIGTERM");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "vigil did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -120,9 +143,23 @@ pub fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String)
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(&body) } else { body };
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
     (code, body)
 }
 
@@ -143,6 +180,8 @@ fn dechunk(mut s: &str) -> String {
 pub fn jsonl(metric: &str, labels: &str, points: &[(i64, f64)]) -> String {
     points
         .iter()
-        .map(|(ts, v)| format!("{{\"ts\":{ts},\"metric\":\"{metric}\",\"labels\":{labels},\"value\":{v}}}\n"))
+        .map(|(ts, v)| {
+            format!("{{\"ts\":{ts},\"metric\":\"{metric}\",\"labels\":{labels},\"value\":{v}}}\n")
+        })
         .collect()
 }

@@ -950,7 +950,7 @@ impl Evaluator {
                 points: key
                     .history
                     .as_ref()
-                    .map(|h| h.iter().copied().collect())
+                    .map(|h| h.0.iter().copied().collect())
                     .unwrap_or_default(),
             })
         })

@@ -115,6 +115,10 @@ pub struct Point {
     pub hi: f64,
 }
 
+/// Recent evaluations of a state (boxed in [`Key`] so quiet states pay one pointer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct History(pub(super) VecDeque<Point>);
+
 /// One state: detector memory and alert lifecycle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Key {
@@ -129,7 +133,7 @@ pub(super) struct Key {
     pub(super) fired: Box<[i64]>,
     /// Evaluations since the state first became active (None until then, so quiet
     /// states cost no history memory).
-    pub(super) history: Option<Box<VecDeque<Point>>>,
+    pub(super) history: Option<Box<History>>,
 }
 
 impl Key {
@@ -173,9 +177,9 @@ impl Key {
                         }),
                 );
             }
-            self.history = Some(Box::new(h));
+            self.history = Some(Box::new(History(h)));
         }
-        if let Some(h) = &mut self.history {
+        if let Some(History(h)) = self.history.as_deref_mut() {
             if h.len() == HISTORY_POINTS {
                 h.pop_front();
             }
@@ -293,7 +297,7 @@ impl RuleState {
                         + k.track.heap_bytes()
                         + k.history
                             .as_ref()
-                            .map_or(0, |h| h.capacity() * std::mem::size_of::<Point>())
+                            .map_or(0, |h| h.0.capacity() * std::mem::size_of::<Point>())
                 })
                 .sum::<usize>();
         inputs

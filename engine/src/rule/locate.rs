@@ -144,6 +144,10 @@ mod tests {
         assert_eq!(l.find("rules[0].detect.zscore.window"), (6, 17));
         assert_eq!(l.find("rules[1].name"), (7, 5));
         assert_eq!(l.find("rules[1].missing.deeper"), (7, 5));
-        assert_eq!(l.find("rules[0].detect.zscore"), (6, 7), "a key whose value is a flow map");
+        assert_eq!(
+            l.find("rules[0].detect.zscore"),
+            (6, 7),
+            "a key whose value is a flow map"
+        );
     }
 }
