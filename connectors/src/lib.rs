@@ -5,11 +5,16 @@
 //!
 //! - [`sinks`] (feature `sinks`, on by default): Alertmanager API v2, webhook and
 //!   stdout alert sinks.
+//! - [`otlp`] (feature `otlp`, on by default): OTLP metrics receivers (gRPC and HTTP)
+//!   and the mapping of OTLP data points to engine samples.
 //!
-//! Sources, the Kafka sink and the actuator land with their issues; the dependency
+//! Kafka, the Kafka sink and the actuator land with their issues; the dependency
 //! direction (engine ← connectors ← binary) is fixed from the start.
 
 #![cfg_attr(feature = "sinks", doc = include_str!("../README.md"))]
 
 #[cfg(feature = "sinks")]
 pub mod sinks;
+
+#[cfg(feature = "otlp")]
+pub mod otlp;

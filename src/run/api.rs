@@ -30,6 +30,8 @@ pub(crate) struct Api {
     pub(crate) reload_tx: mpsc::Sender<Trigger>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) sinks: Arc<Vec<SinkMeter>>,
+    /// OTLP receiver counters (None: receivers off).
+    pub(crate) otlp: Option<Arc<vigil_connectors::otlp::OtlpStats>>,
 }
 
 /// The router.
@@ -206,6 +208,7 @@ async fn metrics(State(api): State<Api>) -> Response {
         &reload,
         &api.sinks,
         api.shared.intake_full.load(Ordering::Relaxed),
+        api.otlp.as_ref().map(|o| o.snapshot()).as_ref(),
     );
     (
         [(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use vigil_connectors::otlp::OtlpConfig;
 use vigil_connectors::sinks::{AlertmanagerConfig, StdoutConfig, WebhookConfig};
 use vigil_engine::Duration;
 
@@ -28,6 +29,10 @@ pub(crate) struct Config {
     /// Checkpoint settings.
     #[serde(default)]
     pub(crate) checkpoint: CheckpointConfig,
+    /// OTLP metrics receivers (gRPC 127.0.0.1:4317, HTTP 127.0.0.1:4318, on by
+    /// default; every field is documented in the connectors README).
+    #[serde(default)]
+    pub(crate) otlp: OtlpConfig,
     /// Where alerts go.
     #[serde(default)]
     pub(crate) sinks: SinksConfig,
@@ -37,6 +42,10 @@ pub(crate) struct Config {
     /// Logs and traces of Vigil itself.
     #[serde(default)]
     pub(crate) telemetry: TelemetryConfig,
+    /// Whether `otlp.grpc_listen` / `otlp.http_listen` were set (in the file or by
+    /// flag) rather than left at their defaults: only those must bind.
+    #[serde(skip)]
+    pub(crate) otlp_listen_explicit: [bool; 2],
 }
 
 fn default_rules() -> Vec<PathBuf> {
@@ -234,10 +243,14 @@ impl Config {
     /// Parses config text.
     pub(crate) fn parse(text: &str) -> Result<Config> {
         let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             anyhow::anyhow!("{path}: {}", e.into_inner())
-        })
+        })?;
+        let raw: serde_yaml::Value = serde_yaml::from_str(text)?;
+        let set = |key: &str| raw.get("otlp").and_then(|o| o.get(key)).is_some();
+        config.otlp_listen_explicit = [set("grpc_listen"), set("http_listen")];
+        Ok(config)
     }
 }
 
@@ -253,6 +266,19 @@ mod tests {
         assert!(c.sinks.stdout.is_some());
         assert_eq!(c.actuator.mode, ActuatorMode::DryRun);
         assert_eq!(c.engine.lateness, Duration::from_secs(10));
+        assert!(c.otlp.enabled);
+        assert_eq!(c.otlp.grpc_listen.unwrap().to_string(), "127.0.0.1:4317");
+        assert_eq!(c.otlp.http_listen.unwrap().to_string(), "127.0.0.1:4318");
+        assert_eq!(c.otlp.max_request_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn otlp_section_is_strict_and_listeners_can_be_turned_off() {
+        let c = Config::parse("otlp:\n  grpc_listen: null\n  http_listen: 0.0.0.0:14318\n").unwrap();
+        assert!(c.otlp.grpc_listen.is_none());
+        assert_eq!(c.otlp.http_listen.unwrap().port(), 14318);
+        let err = Config::parse("otlp:\n  grpc: 1\n").unwrap_err().to_string();
+        assert!(err.contains("otlp") && err.contains("unknown field `grpc`"), "{err}");
     }
 
     #[test]
@@ -261,6 +287,11 @@ mod tests {
         let c = Config::load(Some(std::path::Path::new(path))).unwrap();
         assert_eq!(c.sinks.alertmanager.len(), 1);
         assert_eq!(c.sinks.webhook.len(), 1);
+        assert_eq!(
+            c.otlp,
+            vigil_connectors::otlp::OtlpConfig::default(),
+            "the example shows the OTLP defaults"
+        );
     }
 
     #[test]

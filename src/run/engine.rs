@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
+use vigil_connectors::otlp::{IntakeError, Mapper, OtlpBatch};
 use vigil_engine::eval::{
     ActiveAlert, AlertEvent, Event, Intent, Notice, RuleStats, SeriesHistory, Stats,
 };
@@ -45,10 +46,14 @@ pub(crate) struct Status {
     pub(crate) batch_seconds: Histogram,
     pub(crate) checkpoint: super::checkpoint::CheckpointStatus,
     pub(crate) last_sample_wall_ms: Option<i64>,
+    /// OTLP: from receiving a request to the end of its evaluation and dispatch.
+    pub(crate) otlp_seconds: Histogram,
 }
 
 enum Command {
     Ingest(IngestBatch),
+    /// A decoded OTLP request, mapped to samples on the engine task.
+    Otlp(OtlpBatch),
     Alerts(oneshot::Sender<Vec<ActiveAlert>>),
     Status(oneshot::Sender<Status>),
     Events(oneshot::Sender<Vec<Event>>),
@@ -75,6 +80,23 @@ impl EngineHandle {
             .send(Command::Ingest(batch))
             .await
             .map_err(|_| EngineGone)
+    }
+
+    /// Queues a batch if the intake queue has room; never waits.
+    pub(crate) fn try_ingest(&self, batch: IngestBatch) -> Result<(), IntakeError> {
+        self.try_send(Command::Ingest(batch))
+    }
+
+    /// Queues a prepared OTLP request if the intake queue has room; never waits.
+    pub(crate) fn try_ingest_otlp(&self, batch: OtlpBatch) -> Result<(), IntakeError> {
+        self.try_send(Command::Otlp(batch))
+    }
+
+    fn try_send(&self, cmd: Command) -> Result<(), IntakeError> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => IntakeError::Full,
+            mpsc::error::TrySendError::Closed(_) => IntakeError::Closed,
+        })
     }
 
     async fn ask<T>(
@@ -140,6 +162,11 @@ pub(crate) struct Engine {
     /// Last intake (or start): the idle clock counts from here.
     last_sample: Instant,
     last_sample_wall_ms: Option<i64>,
+    /// OTLP data points → samples (holds the delta running totals).
+    mapper: Option<Mapper>,
+    /// Reused sample buffer of OTLP batches.
+    scratch: Vec<Sample>,
+    otlp_seconds: Histogram,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -155,6 +182,7 @@ impl Engine {
         sinks: Vec<mpsc::Sender<AlertEvent>>,
         dedup_sinks: Vec<mpsc::Sender<AlertEvent>>,
         checkpointer: Checkpointer,
+        mapper: Option<Mapper>,
     ) -> Self {
         Engine {
             ev,
@@ -167,6 +195,9 @@ impl Engine {
             checkpointer,
             last_sample: Instant::now(),
             last_sample_wall_ms: None,
+            mapper,
+            scratch: Vec::new(),
+            otlp_seconds: Histogram::intake_latency(),
         }
     }
 
@@ -215,6 +246,7 @@ impl Engine {
     async fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Ingest(batch) => self.ingest(batch),
+            Command::Otlp(batch) => self.ingest_otlp(batch),
             Command::Alerts(tx) => {
                 let _ = tx.send(self.ev.alerts());
             }
@@ -256,6 +288,37 @@ impl Engine {
         info_span!("dispatch").in_scope(|| self.dispatch());
     }
 
+    fn ingest_otlp(&mut self, batch: OtlpBatch) {
+        let Some(mapper) = self.mapper.as_mut() else {
+            return;
+        };
+        let _span = info_span!("otlp_batch", points = batch.points).entered();
+        let started = Instant::now();
+        let mut samples = std::mem::take(&mut self.scratch);
+        samples.clear();
+        info_span!("map").in_scope(|| {
+            mapper.map(
+                &batch.request,
+                batch.received_ms,
+                self.ev.series_mut(),
+                &mut samples,
+            )
+        });
+        info_span!("detect", samples = samples.len()).in_scope(|| self.ev.ingest(&samples));
+        self.scratch = samples;
+        self.batch_seconds.observe(started.elapsed().as_secs_f64());
+        self.last_sample = Instant::now();
+        self.last_sample_wall_ms = Some(now_ms());
+        info_span!("dispatch").in_scope(|| self.dispatch());
+        self.otlp_seconds
+            .observe(batch.received_at.elapsed().as_secs_f64());
+        // The request is dropped here, on the engine task; it was allocated by the
+        // receiver. Large buffers are not kept.
+        if self.scratch.capacity() > 1 << 20 {
+            self.scratch = Vec::new();
+        }
+    }
+
     fn idle_advance(&mut self) {
         let Some(idle) = self.settings.idle_advance else {
             return;
@@ -269,9 +332,7 @@ impl Engine {
     }
 
     fn swap(&mut self, rules: Arc<RuleSet>) {
-        let config = vigil_engine::EvaluatorConfig {
-            lateness_ms: self.settings.lateness_ms,
-        };
+        let config = self.ev.config();
         match Evaluator::restore(Arc::clone(&rules), config, &self.ev.snapshot()) {
             Ok(ev) => self.ev = ev,
             Err(e) => {
@@ -378,6 +439,7 @@ impl Engine {
             batch_seconds: self.batch_seconds.clone(),
             checkpoint: self.checkpointer.status(),
             last_sample_wall_ms: self.last_sample_wall_ms,
+            otlp_seconds: self.otlp_seconds.clone(),
         }
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use vigil_connectors::otlp::OtlpStatsSnapshot;
+
 use super::engine::Status;
 use super::reload::ReloadStatus;
 use super::SinkMeter;
@@ -28,6 +30,25 @@ impl Histogram {
             sum: 0.0,
             count: 0,
         }
+    }
+
+    /// Finer buckets for request-to-decision latencies, 100 µs to 1 s.
+    pub(crate) fn intake_latency() -> Self {
+        const B: &[f64] = &[
+            1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 5e-3, 7.5e-3, 0.01,
+            0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+        ];
+        Histogram {
+            bounds: B,
+            counts: vec![0; B.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Observations so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count
     }
 
     pub(crate) fn observe(&mut self, v: f64) {
@@ -73,6 +94,7 @@ pub(crate) fn render(
     reload: &ReloadStatus,
     sinks: &[SinkMeter],
     intake_full: u64,
+    otlp: Option<&OtlpStatsSnapshot>,
 ) -> String {
     let mut out = String::new();
     let st = &s.stats;
@@ -320,7 +342,86 @@ pub(crate) fn render(
             m.stats.snapshot().dropped_total
         );
     }
+    if let Some(o) = otlp {
+        render_otlp(&mut out, o, &s.otlp_seconds);
+    }
     out
+}
+
+/// The `vigil_otlp_*` families.
+fn render_otlp(out: &mut String, o: &OtlpStatsSnapshot, latency: &Histogram) {
+    header(
+        out,
+        "vigil_otlp_requests_total",
+        "OTLP export requests by protocol and outcome.",
+        "counter",
+    );
+    for (p, outcome, n) in &o.requests {
+        let _ = writeln!(
+            out,
+            "vigil_otlp_requests_total{{protocol=\"{}\",outcome=\"{}\"}} {n}",
+            p.as_str(),
+            outcome.as_str()
+        );
+    }
+    header(
+        out,
+        "vigil_otlp_data_points_received_total",
+        "OTLP data points in decoded requests, by protocol.",
+        "counter",
+    );
+    for (p, n) in &o.points_received {
+        let _ = writeln!(
+            out,
+            "vigil_otlp_data_points_received_total{{protocol=\"{}\"}} {n}",
+            p.as_str()
+        );
+    }
+    header(
+        out,
+        "vigil_otlp_data_points_rejected_total",
+        "OTLP data points not turned into samples, by reason.",
+        "counter",
+    );
+    for (r, n) in &o.rejected {
+        let _ = writeln!(
+            out,
+            "vigil_otlp_data_points_rejected_total{{reason=\"{}\"}} {n}",
+            r.as_str()
+        );
+    }
+    header(
+        out,
+        "vigil_otlp_data_points_flagged_total",
+        "Accepted OTLP data points with a special value or time: missing_timestamp (receive time used), no_recorded_value (stale marker), non_finite (NaN/Inf, dropped by the engine).",
+        "counter",
+    );
+    for (f, n) in &o.flagged {
+        let _ = writeln!(
+            out,
+            "vigil_otlp_data_points_flagged_total{{kind=\"{}\"}} {n}",
+            f.as_str()
+        );
+    }
+    single(
+        out,
+        "vigil_otlp_samples_total",
+        "Samples mapped from OTLP data points.",
+        "counter",
+        o.samples,
+    );
+    single(
+        out,
+        "vigil_otlp_delta_series",
+        "Running totals kept for delta-temporality OTLP series.",
+        "gauge",
+        o.delta_series,
+    );
+    latency.render(
+        out,
+        "vigil_otlp_request_to_decision_seconds",
+        "From receiving an OTLP request to the end of its evaluation and alert dispatch.",
+    );
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
+use vigil_connectors::otlp::{Intake, IntakeError, Mapper, OtlpBatch, OtlpStats};
 use vigil_connectors::sinks::{SinkContext, SinkStats};
 use vigil_engine::EvaluatorConfig;
 
@@ -43,6 +44,12 @@ pub(crate) struct RunArgs {
     /// Log format (overrides `telemetry.log_format`).
     #[arg(long, value_enum)]
     pub(crate) log_format: Option<LogFormat>,
+    /// OTLP/gRPC listen address (overrides `otlp.grpc_listen`, default 127.0.0.1:4317).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) otlp_grpc: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (overrides `otlp.http_listen`, default 127.0.0.1:4318).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) otlp_http: Option<SocketAddr>,
     /// Feed the bundled node-avalanche incident recording through the live path.
     #[arg(long)]
     pub(crate) demo: bool,
@@ -56,8 +63,28 @@ pub(crate) struct RunArgs {
 pub(crate) struct Shared {
     /// Sources are started.
     pub(crate) sources_ready: AtomicBool,
-    /// Batches refused because the intake queue was full.
+    /// Data points (OTLP) refused because the intake queue was full.
     pub(crate) intake_full: AtomicU64,
+}
+
+/// The OTLP receivers' way into the engine: a non-blocking send on its bounded intake
+/// queue; refusals are counted in [`Shared::intake_full`].
+struct EngineIntake {
+    engine: engine::EngineHandle,
+    shared: Arc<Shared>,
+}
+
+impl Intake for EngineIntake {
+    fn try_send(&self, batch: OtlpBatch) -> Result<(), IntakeError> {
+        let points = batch.points;
+        let result = self.engine.try_ingest_otlp(batch);
+        if result == Err(IntakeError::Full) {
+            self.shared
+                .intake_full
+                .fetch_add(points, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
 }
 
 /// A sink's name and counters, for /metrics.
@@ -80,6 +107,14 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(f) = args.log_format {
         config.telemetry.log_format = f;
+    }
+    if let Some(a) = args.otlp_grpc {
+        config.otlp.grpc_listen = Some(a);
+        config.otlp_listen_explicit[0] = true;
+    }
+    if let Some(a) = args.otlp_http {
+        config.otlp.http_listen = Some(a);
+        config.otlp_listen_explicit[1] = true;
     }
     let tracer = init_telemetry(&config)?;
     let result = tokio::runtime::Builder::new_multi_thread()
@@ -153,6 +188,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
     info!(rules = rules.rules.len(), groups = rules.groups.len(), paths = ?config.rules, "rules loaded");
     let eval_config = EvaluatorConfig {
         lateness_ms: config.engine.lateness.as_millis(),
+        ..EvaluatorConfig::default()
     };
     match config.actuator.mode {
         config::ActuatorMode::DryRun => {
@@ -235,6 +271,28 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         sink_tasks.push(tokio::spawn(sink.run(rx, sink_stop_rx.clone())));
     }
 
+    // OTLP receivers: validated now, started once the engine runs. A listener left at
+    // its default address may fail to bind (a local Collector, a second Vigil): it is
+    // then logged and stays off; an address set in the config or by flag must bind.
+    let otlp = if config.otlp.enabled {
+        let [grpc_set, http_set] = config.otlp_listen_explicit;
+        Some(
+            config
+                .otlp
+                .clone()
+                .build()
+                .context("invalid otlp config")?
+                .optional_listeners(!grpc_set, !http_set),
+        )
+    } else {
+        info!("OTLP receivers off (otlp.enabled: false)");
+        None
+    };
+    let otlp_stats = otlp.as_ref().map(|o| o.stats());
+    let mapper = otlp_stats
+        .as_ref()
+        .map(|s| Mapper::new(config.otlp.mapping.clone(), Arc::clone(s)));
+
     // Engine.
     let settings = EngineSettings {
         lateness_ms: config.engine.lateness.as_millis(),
@@ -257,6 +315,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         senders,
         dedup,
         checkpoint::Checkpointer::new(state_dir),
+        mapper,
     )
     .spawn();
 
@@ -297,6 +356,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         reload_tx,
         shared: Arc::clone(&shared),
         sinks: Arc::new(meters),
+        otlp: otlp_stats,
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -309,6 +369,16 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
     info!(%listen, ui = %external, "HTTP API and UI listening");
 
     // Sources.
+    let otlp_servers = match otlp {
+        Some(receiver) => {
+            let intake: Arc<dyn Intake> = Arc::new(EngineIntake {
+                engine: engine.clone(),
+                shared: Arc::clone(&shared),
+            });
+            Some(receiver.start(intake, stop_rx.clone()).await?)
+        }
+        None => None,
+    };
     let demo = args.demo.then(|| {
         let (engine, stop) = (engine.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -326,6 +396,9 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     if let Some(d) = demo {
         let _ = d.await;
+    }
+    if let Some(servers) = otlp_servers {
+        servers.wait().await;
     }
     if engine.shutdown().await.is_err() {
         warn!("the engine had already stopped");

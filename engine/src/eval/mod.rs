@@ -31,10 +31,25 @@ use crate::signal::bucket_quantile;
 use crate::template::Vars;
 
 /// Evaluator settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EvaluatorConfig {
     /// How far behind the newest sample the watermark trails, ms (default 0).
     pub lateness_ms: i64,
+    /// Evaluations kept per state history for charts (default 720: 2 h at 10 s).
+    pub history_points: usize,
+    /// Record the history of every state from its first sample, not only of states
+    /// that became active (replay reports, NAB scoring). Default off.
+    pub trace_all: bool,
+}
+
+impl Default for EvaluatorConfig {
+    fn default() -> Self {
+        EvaluatorConfig {
+            lateness_ms: 0,
+            history_points: 720,
+            trace_all: false,
+        }
+    }
 }
 
 /// How long `absent` and compound states are remembered without samples.
@@ -220,6 +235,8 @@ pub struct Evaluator {
     next_due: i64,
     next_sweep: i64,
     notices: Vec<Notice>,
+    /// (rule, fingerprint) of alerts whose whole history is recorded.
+    traced: std::collections::HashSet<(Arc<str>, u64)>,
     scratch: Scratch,
 }
 
@@ -252,8 +269,14 @@ impl Evaluator {
             next_due: UNSTARTED,
             next_sweep: UNSTARTED,
             notices: Vec::new(),
+            traced: std::collections::HashSet::new(),
             scratch: Scratch::default(),
         }
+    }
+
+    /// The settings this evaluator runs with.
+    pub fn config(&self) -> EvaluatorConfig {
+        self.config
     }
 
     /// The rule set being evaluated.
@@ -382,11 +405,12 @@ impl Evaluator {
                 self.start_clocks(first.ts);
             }
         }
+        let rules = Arc::clone(&self.rules);
         for s in &batch {
             if s.ts > self.next_due {
                 self.run_steps_before(s.ts);
             }
-            self.process(*s);
+            self.process(&rules, *s);
         }
         self.scratch.batch = batch;
         if self.next_sweep != UNSTARTED && w > self.next_due {
@@ -450,7 +474,9 @@ impl Evaluator {
         }
     }
 
-    fn process(&mut self, s: Sample) {
+    /// Evaluates one released sample. `rules` is the evaluator's own rule set, held by
+    /// the caller so the per-sample path does not touch the `Arc`'s counter.
+    fn process(&mut self, rules: &RuleSet, s: Sample) {
         let entry = &mut self.series.entries[s.series as usize];
         if !entry.live {
             self.stats.unknown_series += 1;
@@ -475,10 +501,12 @@ impl Evaluator {
             .take()
             .unwrap_or_default();
         for r in routes.iter() {
-            self.on_sample(*r, s.ts, s.value);
+            self.on_sample(&rules.rules[r.rule as usize], *r, s.ts, s.value);
         }
         self.series.entries[s.series as usize].routes = Some(routes);
-        self.apply_compound_updates();
+        if !self.scratch.compound.is_empty() {
+            self.apply_compound_updates();
+        }
     }
 
     /// Finds the rules a series feeds and gives it an input slot in each.
@@ -501,7 +529,8 @@ impl Evaluator {
 
     /// Creates the input slot of series `id` in rule `i` (and its state if new).
     fn add_input(&mut self, i: usize, id: SeriesId, born: i64) -> u32 {
-        let rule = &self.rules.rules[i];
+        let rules = Arc::clone(&self.rules);
+        let rule = &rules.rules[i];
         let labels = &self.series.entries[id as usize].labels;
         let buf = &mut self.scratch.buf;
         let mut le = f64::NAN;
@@ -534,8 +563,13 @@ impl Evaluator {
                 }
                 return REFUSED;
             }
-            None => st.keys.insert(buf, Key::new(rule, born)),
+            None => {
+                let k = st.keys.insert(buf, Key::new(rule, born));
+                self.maybe_trace(i, k);
+                k
+            }
         };
+        let st = &mut self.states[i];
         st.keys.get_mut(key).refs += 1;
         st.inputs.insert(Input {
             series: id,
@@ -547,10 +581,8 @@ impl Evaluator {
         })
     }
 
-    fn on_sample(&mut self, r: Route, ts: i64, v: f64) {
+    fn on_sample(&mut self, rule: &Rule, r: Route, ts: i64, v: f64) {
         let i = r.rule as usize;
-        let rules = Arc::clone(&self.rules);
-        let rule = &rules.rules[i];
         let st = &mut self.states[i];
         st.stats.samples += 1;
         if r.input == REFUSED {
@@ -583,7 +615,7 @@ impl Evaluator {
         let change = key
             .track
             .step(rule, ts, verdict.anomalous, value, verdict.score, born);
-        key.record(rule, ts, value, verdict);
+        key.record(rule, ts, value, verdict, self.config.history_points);
         if let Some(change) = change {
             self.emit(rule, i, k, ts, change);
         }
@@ -601,9 +633,6 @@ impl Evaluator {
     }
 
     fn apply_compound_updates(&mut self) {
-        if self.scratch.compound.is_empty() {
-            return;
-        }
         let updates = std::mem::take(&mut self.scratch.compound);
         for (c, pos, buf, ts) in &updates {
             let rule = &self.rules.rules[*c];
@@ -614,8 +643,13 @@ impl Evaluator {
                     st.stats.refused += 1;
                     continue;
                 }
-                None => st.keys.insert(buf, Key::new(rule, *ts)),
+                None => {
+                    let k = st.keys.insert(buf, Key::new(rule, *ts));
+                    self.maybe_trace(*c, k);
+                    k
+                }
             };
+            let st = &mut self.states[*c];
             let key = st.keys.get_mut(k);
             key.fired[*pos] = *ts;
             key.last_seen = *ts;
@@ -753,7 +787,9 @@ impl Evaluator {
                 }
             }
         }
-        self.apply_compound_updates();
+        if !self.scratch.compound.is_empty() {
+            self.apply_compound_updates();
+        }
     }
 
     /// Feeds a step value to the detector of state `k` and runs its lifecycle.
@@ -954,6 +990,26 @@ impl Evaluator {
                     .unwrap_or_default(),
             })
         })
+    }
+
+    /// Records the full history of the alert of `rule` with `fingerprint` from its
+    /// first sample (for reports); takes effect for states created afterwards.
+    pub fn trace(&mut self, rule: &str, fingerprint: u64) {
+        self.traced.insert((rule.into(), fingerprint));
+    }
+
+    fn maybe_trace(&mut self, i: usize, k: u32) {
+        let rule = &self.rules.rules[i];
+        let key = self.states[i].keys.get_mut(k);
+        if self.config.trace_all
+            || (!self.traced.is_empty()
+                && self.traced.contains(&(
+                    Arc::clone(&rule.name),
+                    labels::fingerprint(&labels::encode(&Self::alert_labels(rule, &key.labels))),
+                )))
+        {
+            key.trace();
+        }
     }
 
     /// Approximate heap bytes held by series and rule state.

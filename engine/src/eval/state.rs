@@ -99,9 +99,6 @@ pub(super) struct Input {
     pub(super) rate: Option<Box<CounterRate>>,
 }
 
-/// How many evaluations a state's history keeps (2 hours at 10 s).
-const HISTORY_POINTS: usize = 720;
-
 /// One evaluation of a state, for charts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -113,11 +110,13 @@ pub struct Point {
     pub lo: f64,
     /// Upper edge of the band.
     pub hi: f64,
+    /// Detector score.
+    pub score: f64,
 }
 
 /// Recent evaluations of a state (boxed in [`Key`] so quiet states pay one pointer).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct History(pub(super) VecDeque<Point>);
+pub(super) struct History(pub(super) VecDeque<Point>, usize);
 
 /// One state: detector memory and alert lifecycle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +133,8 @@ pub(super) struct Key {
     /// Evaluations since the state first became active (None until then, so quiet
     /// states cost no history memory).
     pub(super) history: Option<Box<History>>,
+    /// History recorded from birth (reports, NAB), never freed early.
+    pub(super) traced: bool,
 }
 
 impl Key {
@@ -153,17 +154,27 @@ impl Key {
                 _ => Box::default(),
             },
             history: None,
+            traced: false,
         }
     }
 
-    /// Appends an evaluation to the history, starting it (seeded with the detector's
-    /// window) when the state first becomes active.
-    pub(super) fn record(&mut self, rule: &Rule, ts: i64, value: f64, verdict: Verdict) {
+    /// Starts recording every evaluation from now on (traced states).
+    pub(super) fn trace(&mut self) {
+        self.traced = true;
+        self.history.get_or_insert_with(Box::default);
+    }
+
+    /// Appends an evaluation to the history (at most `limit` points), starting it
+    /// (seeded with the detector's window) when the state first becomes active.
+    pub(super) fn record(&mut self, rule: &Rule, ts: i64, value: f64, verdict: Verdict, limit: usize) {
+        if limit == 0 {
+            return;
+        }
         if self.history.is_none() {
             if !self.track.is_active() {
                 return;
             }
-            let mut h = VecDeque::with_capacity(HISTORY_POINTS);
+            let mut h = VecDeque::new();
             if let Some(det) = &rule.detector {
                 h.extend(
                     det.window_points(&self.detector)
@@ -174,17 +185,31 @@ impl Key {
                             value: v,
                             lo: f64::NAN,
                             hi: f64::NAN,
+                            score: f64::NAN,
                         }),
                 );
             }
-            self.history = Some(Box::new(History(h)));
+            self.history = Some(Box::new(History(h, 0)));
         }
-        if let Some(History(h)) = self.history.as_deref_mut() {
-            if h.len() == HISTORY_POINTS {
+        if let Some(History(h, since_active)) = self.history.as_deref_mut() {
+            // An alert long over: once the history no longer reaches back to the time
+            // it was active (and the state is not traced from birth), free it.
+            *since_active = if self.track.is_active() { 0 } else { *since_active + 1 };
+            if *since_active >= limit && !self.traced {
+                self.history = None;
+                return;
+            }
+            while h.len() >= limit {
                 h.pop_front();
             }
             let (lo, hi) = verdict.band.unwrap_or((f64::NAN, f64::NAN));
-            h.push_back(Point { ts, value, lo, hi });
+            h.push_back(Point {
+                ts,
+                value,
+                lo,
+                hi,
+                score: verdict.score,
+            });
         }
     }
 }

@@ -1,0 +1,378 @@
+//! Parquet and Arrow IPC recordings: reading them as chunks, and writing them
+//! ([`Recorder`], behind `vigil record`).
+//!
+//! Columns: `ts` (timestamp ms, or int64 ms), `metric` (utf8), `labels` (a JSON object
+//! as utf8, or a map of utf8 to utf8), `value` (float64). Written files store `metric`
+//! and `labels` dictionary-encoded, so a series' labels are stored and parsed once per
+//! row group, not once per sample.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, MapArray, RecordBatch, StringDictionaryBuilder, TimestampMillisecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use vigil_engine::labels::{Labels, METRIC_NAME};
+
+use crate::source::{Chunk, ChunkIter, CHUNK_ROWS};
+use crate::ReadError;
+
+/// The schema `vigil record` writes.
+pub fn recording_schema() -> SchemaRef {
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    Arc::new(Schema::new(vec![
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new("metric", dict.clone(), false),
+        Field::new("labels", dict, false),
+        Field::new("value", DataType::Float64, false),
+    ]))
+}
+
+fn bad(path: &Path, message: impl Into<String>) -> ReadError {
+    ReadError::Malformed {
+        source_name: path.display().to_string(),
+        line: 0,
+        message: message.into(),
+    }
+}
+
+/// Reads a Parquet recording.
+pub(crate) fn parquet_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<ChunkIter, ReadError> {
+    let f = File::open(path).map_err(|e| ReadError::Io {
+        source_name: path.display().to_string(),
+        source: e,
+    })?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    let total = builder.metadata().file_metadata().num_rows().max(1) as u64;
+    let reader = builder
+        .with_batch_size(CHUNK_ROWS)
+        .build()
+        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    let rows = reader.into_iter().map(|b| b.map_err(|e| e.to_string()));
+    Ok(batches(path, rows, size, total, counter))
+}
+
+/// Reads an Arrow IPC file.
+pub(crate) fn arrow_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<ChunkIter, ReadError> {
+    let f = File::open(path).map_err(|e| ReadError::Io {
+        source_name: path.display().to_string(),
+        source: e,
+    })?;
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let reader = datafusion::arrow::ipc::reader::FileReader::try_new(f, None).map_err(|e| bad(path, format!("not a readable Arrow IPC file: {e}")))?;
+    // Rows are not known up front: count progress in batches.
+    let total = (reader.num_batches().max(1) * CHUNK_ROWS) as u64;
+    Ok(batches(path, reader.map(|b| b.map_err(|e| e.to_string())), size, total, counter))
+}
+
+/// Chunks of record batches; progress is reported as the share of `total_rows` read,
+/// scaled to the file size.
+fn batches(
+    path: &Path,
+    it: impl Iterator<Item = Result<RecordBatch, String>> + Send + 'static,
+    size: u64,
+    total_rows: u64,
+    counter: Arc<AtomicU64>,
+) -> ChunkIter {
+    let name = path.display().to_string();
+    let mut cache = SeriesCache::default();
+    Box::new(it.map(move |b| {
+        let batch = b.map_err(|message| ReadError::Malformed {
+            source_name: name.clone(),
+            line: 0,
+            message,
+        })?;
+        counter.fetch_add(size.saturating_mul(batch.num_rows() as u64) / total_rows, Ordering::Relaxed);
+        cache.chunk(&batch).map_err(|message| ReadError::Malformed {
+            source_name: name.clone(),
+            line: 0,
+            message,
+        })
+    }))
+}
+
+/// Label sets parsed once per distinct (metric, labels) text.
+#[derive(Default)]
+struct SeriesCache {
+    parsed: HashMap<(String, String), Labels>,
+}
+
+impl SeriesCache {
+    fn labels(&mut self, metric: &str, labels: &str) -> Result<Labels, String> {
+        if let Some(l) = self.parsed.get(&(metric.to_string(), labels.to_string())) {
+            return Ok(l.clone());
+        }
+        let mut l: Labels = if labels.is_empty() { Labels::new() } else { serde_json::from_str(labels).map_err(|e| format!("labels {labels:?} are not a JSON object of strings: {e}"))? };
+        l.insert(METRIC_NAME.into(), metric.to_string());
+        if self.parsed.len() > 1_000_000 {
+            self.parsed.clear();
+        }
+        self.parsed.insert((metric.to_string(), labels.to_string()), l.clone());
+        Ok(l)
+    }
+
+    fn chunk(&mut self, batch: &RecordBatch) -> Result<Chunk, String> {
+        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("missing column {name:?} (need ts, metric, labels, value)"));
+        let ts = cast(col("ts")?, &DataType::Int64).map_err(|e| format!("column ts: {e}"))?;
+        let ts: &Int64Array = ts.as_primitive();
+        let value = cast(col("value")?, &DataType::Float64).map_err(|e| format!("column value: {e}"))?;
+        let value: &Float64Array = value.as_primitive();
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let metric = cast(col("metric")?, &dict).map_err(|e| format!("column metric: {e}"))?;
+        let labels_col = col("labels")?;
+        let labels = match labels_col.data_type() {
+            DataType::Map(..) => map_to_json(labels_col.as_map())?,
+            _ => labels_col.clone(),
+        };
+        let labels = cast(&labels, &dict).map_err(|e| format!("column labels: {e}"))?;
+        let (metric, labels) = (metric.as_dictionary::<Int32Type>(), labels.as_dictionary::<Int32Type>());
+        let (mvals, lvals) = (metric.values().as_string::<i32>(), labels.values().as_string::<i32>());
+        let mut chunk = Chunk::default();
+        let mut index: HashMap<(i32, i32), u32> = HashMap::new();
+        for row in 0..batch.num_rows() {
+            if ts.is_null(row) || metric.is_null(row) {
+                return Err(format!("row {row}: ts and metric must not be null"));
+            }
+            let key = (metric.keys().value(row), if labels.is_null(row) { -1 } else { labels.keys().value(row) });
+            let s = match index.get(&key) {
+                Some(&s) => s,
+                None => {
+                    let l = self.labels(mvals.value(key.0 as usize), if key.1 < 0 { "" } else { lvals.value(key.1 as usize) })?;
+                    chunk.series.push(l);
+                    let s = (chunk.series.len() - 1) as u32;
+                    index.insert(key, s);
+                    s
+                }
+            };
+            let v = if value.is_null(row) { f64::NAN } else { value.value(row) };
+            chunk.rows.push((s, ts.value(row), v));
+        }
+        Ok(chunk)
+    }
+}
+
+fn map_to_json(m: &MapArray) -> Result<ArrayRef, String> {
+    let keys = cast(m.keys(), &DataType::Utf8).map_err(|e| e.to_string())?;
+    let vals = cast(m.values(), &DataType::Utf8).map_err(|e| e.to_string())?;
+    let (keys, vals) = (keys.as_string::<i32>(), vals.as_string::<i32>());
+    let offsets = m.value_offsets();
+    let mut out = Vec::with_capacity(m.len());
+    for row in 0..m.len() {
+        let mut l = Labels::new();
+        for i in offsets[row] as usize..offsets[row + 1] as usize {
+            l.insert(keys.value(i).to_string(), vals.value(i).to_string());
+        }
+        out.push(serde_json::to_string(&l).map_err(|e| e.to_string())?);
+    }
+    Ok(Arc::new(datafusion::arrow::array::StringArray::from(out)))
+}
+
+/// Writes what the engine ingests to Parquet files, rotated by size and by time.
+/// Files are written as `*.parquet.tmp` and renamed when complete, so a reader never
+/// sees half a file.
+pub struct Recorder {
+    dir: PathBuf,
+    max_bytes: u64,
+    max_age_ms: i64,
+    writer: Option<(ArrowWriter<File>, PathBuf, i64)>,
+    ts: Vec<i64>,
+    metric: StringDictionaryBuilder<Int32Type>,
+    labels: StringDictionaryBuilder<Int32Type>,
+    value: Vec<f64>,
+    label_text: HashMap<Labels, (String, String)>,
+    seq: u64,
+    files: Vec<PathBuf>,
+    rows: u64,
+}
+
+/// Rotation settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Rotation {
+    /// Start a new file past this many bytes.
+    pub max_bytes: u64,
+    /// Start a new file after this much event time, ms.
+    pub max_age_ms: i64,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            max_bytes: 256 << 20,
+            max_age_ms: 3_600_000,
+        }
+    }
+}
+
+/// A recording could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("recording to {path}: {message}")]
+pub struct RecordError {
+    /// File or directory.
+    pub path: String,
+    /// What failed.
+    pub message: String,
+}
+
+impl Recorder {
+    /// Records into `dir` (created if needed).
+    pub fn new(dir: impl Into<PathBuf>, rotation: Rotation) -> Result<Self, RecordError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| RecordError {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Recorder {
+            dir,
+            max_bytes: rotation.max_bytes,
+            max_age_ms: rotation.max_age_ms,
+            writer: None,
+            ts: Vec::new(),
+            metric: StringDictionaryBuilder::new(),
+            labels: StringDictionaryBuilder::new(),
+            value: Vec::new(),
+            label_text: HashMap::new(),
+            seq: 0,
+            files: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Appends one sample.
+    pub fn record(&mut self, labels: &Labels, ts: i64, value: f64) -> Result<(), RecordError> {
+        if let Some((w, _, start)) = &self.writer {
+            if ts - *start >= self.max_age_ms || w.bytes_written() as u64 + w.in_progress_size() as u64 >= self.max_bytes {
+                self.rotate()?;
+            }
+        }
+        if !self.label_text.contains_key(labels) {
+            let metric = labels.get(METRIC_NAME).cloned().unwrap_or_default();
+            let rest: Labels = labels.iter().filter(|(k, _)| *k != METRIC_NAME).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let json = serde_json::to_string(&rest).unwrap_or_else(|_| "{}".into());
+            if self.label_text.len() > 1_000_000 {
+                self.label_text.clear();
+            }
+            self.label_text.insert(labels.clone(), (metric, json));
+        }
+        let (metric, json) = &self.label_text[labels];
+        if self.writer.is_none() {
+            self.open(ts)?;
+        }
+        self.ts.push(ts);
+        self.metric.append_value(metric);
+        self.labels.append_value(json);
+        self.value.push(value);
+        self.rows += 1;
+        if self.ts.len() >= CHUNK_ROWS {
+            self.flush_batch()?;
+        }
+        Ok(())
+    }
+
+    fn err(&self, message: impl ToString) -> RecordError {
+        RecordError {
+            path: self.dir.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    fn open(&mut self, ts: i64) -> Result<(), RecordError> {
+        self.seq += 1;
+        let path = self.dir.join(format!("vigil-{ts}-{:04}.parquet", self.seq));
+        let tmp = path.with_extension("parquet.tmp");
+        let f = File::create(&tmp).map_err(|e| self.err(format!("{}: {e}", tmp.display())))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| self.err(e))?))
+            .set_max_row_group_row_count(Some(1 << 20))
+            .build();
+        let w = ArrowWriter::try_new(f, recording_schema(), Some(props)).map_err(|e| self.err(e))?;
+        self.writer = Some((w, path, ts));
+        Ok(())
+    }
+
+    fn flush_batch(&mut self) -> Result<(), RecordError> {
+        if self.ts.is_empty() {
+            return Ok(());
+        }
+        let batch = RecordBatch::try_new(
+            recording_schema(),
+            vec![
+                Arc::new(TimestampMillisecondArray::from(std::mem::take(&mut self.ts))),
+                Arc::new(self.metric.finish()),
+                Arc::new(self.labels.finish()),
+                Arc::new(Float64Array::from(std::mem::take(&mut self.value))),
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        if let Some((w, _, _)) = &mut self.writer {
+            w.write(&batch).map_err(|e| RecordError {
+                path: self.dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Closes the current file (complete, renamed into place) so the next sample
+    /// starts a new one.
+    pub fn rotate(&mut self) -> Result<(), RecordError> {
+        self.flush_batch()?;
+        if let Some((w, path, _)) = self.writer.take() {
+            w.close().map_err(|e| self.err(e))?;
+            std::fs::rename(path.with_extension("parquet.tmp"), &path).map_err(|e| self.err(e))?;
+            self.files.push(path);
+        }
+        Ok(())
+    }
+
+    /// Finishes the last file; returns every file written.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, RecordError> {
+        self.rotate()?;
+        Ok(std::mem::take(&mut self.files))
+    }
+
+    /// Samples recorded.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{open, OnBad, ReadStats};
+
+    #[test]
+    fn record_then_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recorder::new(dir.path(), Rotation { max_bytes: u64::MAX, max_age_ms: 60_000 }).unwrap();
+        let mut l = Labels::new();
+        l.insert(METRIC_NAME.into(), "cpu".into());
+        l.insert("node".into(), "n1".into());
+        for i in 0..100 {
+            r.record(&l, i * 1000, i as f64).unwrap();
+        }
+        let files = r.finish().unwrap();
+        assert_eq!(files.len(), 2, "rotated after 60 s of event time");
+        let stats = Arc::new(ReadStats::default());
+        let mut rows = Vec::new();
+        for f in &files {
+            for c in open(f, OnBad::Fail, &stats).unwrap() {
+                let c = c.unwrap();
+                for &(s, ts, v) in &c.rows {
+                    assert_eq!(c.series[s as usize], l);
+                    rows.push((ts, v));
+                }
+            }
+        }
+        assert_eq!(rows.len(), 100);
+        assert_eq!(rows[99], (99_000, 99.0));
+    }
+}
