@@ -3,7 +3,9 @@
 //! - `vigil check PATH...`: validate rule files and directories.
 //! - `vigil test FILE...`: run rule unit tests (`promtool test rules` format).
 //! - `vigil run`: the long-running service.
+//! - `vigil replay`, `vigil backtest`, `vigil record`: recordings, offline.
 
+mod replay;
 mod run;
 
 use std::path::PathBuf;
@@ -26,6 +28,12 @@ struct Cli {
 enum Command {
     /// Run the service: intake, rules, alerts, HTTP API and UI (see `vigil run --help`).
     Run(run::RunArgs),
+    /// Replay recordings through rules, offline and deterministically.
+    Replay(replay::ReplayArgs),
+    /// Replay once per combination of rule parameters and score each run.
+    Backtest(replay::BacktestArgs),
+    /// Convert recordings to Parquet files, the format replay reads fastest.
+    Record(replay::RecordArgs),
     /// Validate rule files and directories; every error is printed as file:line:column.
     Check {
         /// Rule files or directories of rule files (*.yaml, *.yml).
@@ -46,6 +54,9 @@ fn main() -> ExitCode {
         Command::Check { paths } => check(&paths),
         Command::Test { files } => test(&files),
         Command::Run(args) => run::run(args).map(|()| true),
+        Command::Replay(args) => replay::run_replay(args),
+        Command::Backtest(args) => replay::run_backtest(args),
+        Command::Record(args) => replay::run_record(args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

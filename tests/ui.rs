@@ -38,7 +38,7 @@ const FIRING_RGBA: ([u8; 3], f64) = ([229, 83, 75], 0.18);
 /// How long one Chromium run may take before the test gives up on it.
 const CHROMIUM_LIMIT: Duration = Duration::from_secs(60);
 
-/// An hour of quiet CPU on n1 (around 1.0), then a steadily rising spike: z-score
+/// Ten minutes of quiet CPU on n1 (around 1.0), then a steadily rising spike: z-score
 /// pending at the first spike point, firing 30 s later, still firing at the end.
 fn samples() -> String {
     let noise = [0.0, 0.1, -0.05, 0.08, -0.1, 0.03];
@@ -266,7 +266,7 @@ fn ui_renders_alerts_and_chart() {
         "the window seeds the history, the band follows: {series}"
     );
     assert!(
-        series["data"]["activeAt"].as_i64() < series["data"]["firedAt"].as_i64(),
+        series["data"]["activeAt"].as_i64().unwrap() < series["data"]["firedAt"].as_i64().unwrap(),
         "{series}"
     );
     let url = format!("http://127.0.0.1:{}/", v.port);

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, MapArray, RecordBatch, StringDictionaryBuilder, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, MapArray, RecordBatch,
+    StringDictionaryBuilder, TimestampMillisecondArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -28,7 +31,11 @@ use crate::ReadError;
 pub fn recording_schema() -> SchemaRef {
     let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     Arc::new(Schema::new(vec![
-        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
         Field::new("metric", dict.clone(), false),
         Field::new("labels", dict, false),
         Field::new("value", DataType::Float64, false),
@@ -50,7 +57,8 @@ pub(crate) fn parquet_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<Chu
         source: e,
     })?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
     let total = builder.metadata().file_metadata().num_rows().max(1) as u64;
     let reader = builder
         .with_batch_size(CHUNK_ROWS)
@@ -67,10 +75,17 @@ pub(crate) fn arrow_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<Chunk
         source: e,
     })?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let reader = datafusion::arrow::ipc::reader::FileReader::try_new(f, None).map_err(|e| bad(path, format!("not a readable Arrow IPC file: {e}")))?;
+    let reader = datafusion::arrow::ipc::reader::FileReader::try_new(f, None)
+        .map_err(|e| bad(path, format!("not a readable Arrow IPC file: {e}")))?;
     // Rows are not known up front: count progress in batches.
     let total = (reader.num_batches().max(1) * CHUNK_ROWS) as u64;
-    Ok(batches(path, reader.map(|b| b.map_err(|e| e.to_string())), size, total, counter))
+    Ok(batches(
+        path,
+        reader.map(|b| b.map_err(|e| e.to_string())),
+        size,
+        total,
+        counter,
+    ))
 }
 
 /// Chunks of record batches; progress is reported as the share of `total_rows` read,
@@ -90,7 +105,10 @@ fn batches(
             line: 0,
             message,
         })?;
-        counter.fetch_add(size.saturating_mul(batch.num_rows() as u64) / total_rows, Ordering::Relaxed);
+        counter.fetch_add(
+            size.saturating_mul(batch.num_rows() as u64) / total_rows,
+            Ordering::Relaxed,
+        );
         cache.chunk(&batch).map_err(|message| ReadError::Malformed {
             source_name: name.clone(),
             line: 0,
@@ -110,20 +128,31 @@ impl SeriesCache {
         if let Some(l) = self.parsed.get(&(metric.to_string(), labels.to_string())) {
             return Ok(l.clone());
         }
-        let mut l: Labels = if labels.is_empty() { Labels::new() } else { serde_json::from_str(labels).map_err(|e| format!("labels {labels:?} are not a JSON object of strings: {e}"))? };
+        let mut l: Labels = if labels.is_empty() {
+            Labels::new()
+        } else {
+            serde_json::from_str(labels)
+                .map_err(|e| format!("labels {labels:?} are not a JSON object of strings: {e}"))?
+        };
         l.insert(METRIC_NAME.into(), metric.to_string());
         if self.parsed.len() > 1_000_000 {
             self.parsed.clear();
         }
-        self.parsed.insert((metric.to_string(), labels.to_string()), l.clone());
+        self.parsed
+            .insert((metric.to_string(), labels.to_string()), l.clone());
         Ok(l)
     }
 
     fn chunk(&mut self, batch: &RecordBatch) -> Result<Chunk, String> {
-        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("missing column {name:?} (need ts, metric, labels, value)"));
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| format!("missing column {name:?} (need ts, metric, labels, value)"))
+        };
         let ts = cast(col("ts")?, &DataType::Int64).map_err(|e| format!("column ts: {e}"))?;
         let ts: &Int64Array = ts.as_primitive();
-        let value = cast(col("value")?, &DataType::Float64).map_err(|e| format!("column value: {e}"))?;
+        let value =
+            cast(col("value")?, &DataType::Float64).map_err(|e| format!("column value: {e}"))?;
         let value: &Float64Array = value.as_primitive();
         let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let metric = cast(col("metric")?, &dict).map_err(|e| format!("column metric: {e}"))?;
@@ -133,26 +162,50 @@ impl SeriesCache {
             _ => labels_col.clone(),
         };
         let labels = cast(&labels, &dict).map_err(|e| format!("column labels: {e}"))?;
-        let (metric, labels) = (metric.as_dictionary::<Int32Type>(), labels.as_dictionary::<Int32Type>());
-        let (mvals, lvals) = (metric.values().as_string::<i32>(), labels.values().as_string::<i32>());
+        let (metric, labels) = (
+            metric.as_dictionary::<Int32Type>(),
+            labels.as_dictionary::<Int32Type>(),
+        );
+        let (mvals, lvals) = (
+            metric.values().as_string::<i32>(),
+            labels.values().as_string::<i32>(),
+        );
         let mut chunk = Chunk::default();
         let mut index: HashMap<(i32, i32), u32> = HashMap::new();
         for row in 0..batch.num_rows() {
             if ts.is_null(row) || metric.is_null(row) {
                 return Err(format!("row {row}: ts and metric must not be null"));
             }
-            let key = (metric.keys().value(row), if labels.is_null(row) { -1 } else { labels.keys().value(row) });
+            let key = (
+                metric.keys().value(row),
+                if labels.is_null(row) {
+                    -1
+                } else {
+                    labels.keys().value(row)
+                },
+            );
             let s = match index.get(&key) {
                 Some(&s) => s,
                 None => {
-                    let l = self.labels(mvals.value(key.0 as usize), if key.1 < 0 { "" } else { lvals.value(key.1 as usize) })?;
+                    let l = self.labels(
+                        mvals.value(key.0 as usize),
+                        if key.1 < 0 {
+                            ""
+                        } else {
+                            lvals.value(key.1 as usize)
+                        },
+                    )?;
                     chunk.series.push(l);
                     let s = (chunk.series.len() - 1) as u32;
                     index.insert(key, s);
                     s
                 }
             };
-            let v = if value.is_null(row) { f64::NAN } else { value.value(row) };
+            let v = if value.is_null(row) {
+                f64::NAN
+            } else {
+                value.value(row)
+            };
             chunk.rows.push((s, ts.value(row), v));
         }
         Ok(chunk)
@@ -248,23 +301,29 @@ impl Recorder {
     /// Appends one sample.
     pub fn record(&mut self, labels: &Labels, ts: i64, value: f64) -> Result<(), RecordError> {
         if let Some((w, _, start)) = &self.writer {
-            if ts - *start >= self.max_age_ms || w.bytes_written() as u64 + w.in_progress_size() as u64 >= self.max_bytes {
+            if ts - *start >= self.max_age_ms
+                || w.bytes_written() as u64 + w.in_progress_size() as u64 >= self.max_bytes
+            {
                 self.rotate()?;
             }
         }
         if !self.label_text.contains_key(labels) {
             let metric = labels.get(METRIC_NAME).cloned().unwrap_or_default();
-            let rest: Labels = labels.iter().filter(|(k, _)| *k != METRIC_NAME).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let rest: Labels = labels
+                .iter()
+                .filter(|(k, _)| *k != METRIC_NAME)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let json = serde_json::to_string(&rest).unwrap_or_else(|_| "{}".into());
             if self.label_text.len() > 1_000_000 {
                 self.label_text.clear();
             }
             self.label_text.insert(labels.clone(), (metric, json));
         }
-        let (metric, json) = &self.label_text[labels];
         if self.writer.is_none() {
             self.open(ts)?;
         }
+        let (metric, json) = &self.label_text[labels];
         self.ts.push(ts);
         self.metric.append_value(metric);
         self.labels.append_value(json);
@@ -289,10 +348,13 @@ impl Recorder {
         let tmp = path.with_extension("parquet.tmp");
         let f = File::create(&tmp).map_err(|e| self.err(format!("{}: {e}", tmp.display())))?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).map_err(|e| self.err(e))?))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).map_err(|e| self.err(e))?,
+            ))
             .set_max_row_group_row_count(Some(1 << 20))
             .build();
-        let w = ArrowWriter::try_new(f, recording_schema(), Some(props)).map_err(|e| self.err(e))?;
+        let w =
+            ArrowWriter::try_new(f, recording_schema(), Some(props)).map_err(|e| self.err(e))?;
         self.writer = Some((w, path, ts));
         Ok(())
     }
@@ -304,7 +366,9 @@ impl Recorder {
         let batch = RecordBatch::try_new(
             recording_schema(),
             vec![
-                Arc::new(TimestampMillisecondArray::from(std::mem::take(&mut self.ts))),
+                Arc::new(TimestampMillisecondArray::from(std::mem::take(
+                    &mut self.ts,
+                ))),
                 Arc::new(self.metric.finish()),
                 Arc::new(self.labels.finish()),
                 Arc::new(Float64Array::from(std::mem::take(&mut self.value))),
@@ -352,7 +416,14 @@ mod tests {
     #[test]
     fn record_then_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Recorder::new(dir.path(), Rotation { max_bytes: u64::MAX, max_age_ms: 60_000 }).unwrap();
+        let mut r = Recorder::new(
+            dir.path(),
+            Rotation {
+                max_bytes: u64::MAX,
+                max_age_ms: 60_000,
+            },
+        )
+        .unwrap();
         let mut l = Labels::new();
         l.insert(METRIC_NAME.into(), "cpu".into());
         l.insert("node".into(), "n1".into());

@@ -22,29 +22,7 @@ pub struct Record {
     pub value: f64,
 }
 
-/// A line that could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// I/O failure.
-    #[error("{source_name}: {source}")]
-    Io {
-        /// File name.
-        source_name: String,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A malformed line.
-    #[error("{source_name}:{line}: {message}")]
-    Malformed {
-        /// File name.
-        source_name: String,
-        /// 1-based line number.
-        line: u64,
-        /// What is wrong.
-        message: String,
-    },
-}
+pub use crate::ReadError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

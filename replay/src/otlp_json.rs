@@ -25,7 +25,16 @@ const ALIASES: [(&str, &str); 5] = [
 pub type Point = (Labels, i64, f64);
 
 fn prom_name(s: &str) -> String {
-    let mut out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == ':' { c } else { '_' }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
     }
@@ -33,7 +42,9 @@ fn prom_name(s: &str) -> String {
 }
 
 fn any_value(v: &Value) -> String {
-    let Some(obj) = v.as_object() else { return String::new() };
+    let Some(obj) = v.as_object() else {
+        return String::new();
+    };
     for (k, x) in obj {
         return match (k.as_str(), x) {
             ("stringValue", Value::String(s)) => s.clone(),
@@ -49,7 +60,9 @@ fn any_value(v: &Value) -> String {
 
 fn add_attributes(labels: &mut Labels, attrs: Option<&Value>) {
     for kv in attrs.and_then(Value::as_array).into_iter().flatten() {
-        let (Some(k), Some(v)) = (kv.get("key").and_then(Value::as_str), kv.get("value")) else { continue };
+        let (Some(k), Some(v)) = (kv.get("key").and_then(Value::as_str), kv.get("value")) else {
+            continue;
+        };
         let v = any_value(v);
         if let Some((_, alias)) = ALIASES.iter().find(|(key, _)| *key == k) {
             labels.insert((*alias).to_string(), v.clone());
@@ -97,7 +110,9 @@ fn u64_of(v: Option<&Value>) -> Option<f64> {
 }
 
 fn no_value(p: &Value) -> bool {
-    p.get("flags").and_then(Value::as_u64).is_some_and(|f| f & 1 == 1)
+    p.get("flags")
+        .and_then(Value::as_u64)
+        .is_some_and(|f| f & 1 == 1)
 }
 
 /// Parses one line into samples.
@@ -111,13 +126,31 @@ pub fn parse_line(line: &str) -> Result<Vec<Point>, String> {
     for rm in rms {
         let mut base = Labels::new();
         add_attributes(&mut base, rm.pointer("/resource/attributes"));
-        for sm in rm.get("scopeMetrics").and_then(Value::as_array).into_iter().flatten() {
+        for sm in rm
+            .get("scopeMetrics")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let mut scope = base.clone();
-            if let Some(name) = sm.pointer("/scope/name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            if let Some(name) = sm
+                .pointer("/scope/name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            {
                 scope.insert("otel_scope_name".into(), name.to_string());
             }
-            for m in sm.get("metrics").and_then(Value::as_array).into_iter().flatten() {
-                let name = prom_name(m.get("name").and_then(Value::as_str).ok_or("metric without a name")?);
+            for m in sm
+                .get("metrics")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = prom_name(
+                    m.get("name")
+                        .and_then(Value::as_str)
+                        .ok_or("metric without a name")?,
+                );
                 map_metric(&name, m, &scope, &mut out)?;
             }
         }
@@ -133,17 +166,32 @@ fn point_labels(scope: &Labels, name: &str, p: &Value) -> Labels {
 }
 
 fn map_metric(name: &str, m: &Value, scope: &Labels, out: &mut Vec<Point>) -> Result<(), String> {
-    let points = |kind: &str| m.pointer(&format!("/{kind}/dataPoints")).and_then(Value::as_array).cloned().unwrap_or_default();
+    let points = |kind: &str| {
+        m.pointer(&format!("/{kind}/dataPoints"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     if m.get("gauge").is_some() || m.get("sum").is_some() {
-        let kind = if m.get("gauge").is_some() { "gauge" } else { "sum" };
+        let kind = if m.get("gauge").is_some() {
+            "gauge"
+        } else {
+            "sum"
+        };
         for p in points(kind) {
-            let ts = nanos(&p, "timeUnixNano").ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
-            let v = if no_value(&p) { STALE_MARKER } else { number(&p).ok_or_else(|| format!("{name}: data point without a value"))? };
+            let ts = nanos(&p, "timeUnixNano")
+                .ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
+            let v = if no_value(&p) {
+                STALE_MARKER
+            } else {
+                number(&p).ok_or_else(|| format!("{name}: data point without a value"))?
+            };
             out.push((point_labels(scope, name, &p), ts, v));
         }
     } else if m.get("histogram").is_some() {
         for p in points("histogram") {
-            let ts = nanos(&p, "timeUnixNano").ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
+            let ts = nanos(&p, "timeUnixNano")
+                .ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
             let stale = no_value(&p);
             let base = point_labels(scope, name, &p);
             let series = |suffix: &str| {
@@ -152,8 +200,20 @@ fn map_metric(name: &str, m: &Value, scope: &Labels, out: &mut Vec<Point>) -> Re
                 l
             };
             let val = |v: f64| if stale { STALE_MARKER } else { v };
-            let counts: Vec<f64> = p.get("bucketCounts").and_then(Value::as_array).into_iter().flatten().filter_map(|c| u64_of(Some(c))).collect();
-            let bounds: Vec<f64> = p.get("explicitBounds").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_f64).collect();
+            let counts: Vec<f64> = p
+                .get("bucketCounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| u64_of(Some(c)))
+                .collect();
+            let bounds: Vec<f64> = p
+                .get("explicitBounds")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect();
             let mut cum = 0.0;
             for (i, c) in counts.iter().enumerate() {
                 cum += c;
@@ -171,19 +231,39 @@ fn map_metric(name: &str, m: &Value, scope: &Labels, out: &mut Vec<Point>) -> Re
         }
     } else if m.get("summary").is_some() {
         for p in points("summary") {
-            let ts = nanos(&p, "timeUnixNano").ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
+            let ts = nanos(&p, "timeUnixNano")
+                .ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
             let base = point_labels(scope, name, &p);
-            for q in p.get("quantileValues").and_then(Value::as_array).into_iter().flatten() {
+            for q in p
+                .get("quantileValues")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let mut l = base.clone();
-                l.insert("quantile".into(), q.get("quantile").and_then(Value::as_f64).unwrap_or(0.0).to_string());
-                out.push((l, ts, q.get("value").and_then(Value::as_f64).unwrap_or(f64::NAN)));
+                l.insert(
+                    "quantile".into(),
+                    q.get("quantile")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0)
+                        .to_string(),
+                );
+                out.push((
+                    l,
+                    ts,
+                    q.get("value").and_then(Value::as_f64).unwrap_or(f64::NAN),
+                ));
             }
             let mut c = base.clone();
             c.insert(METRIC_NAME.into(), format!("{name}_count"));
             out.push((c, ts, u64_of(p.get("count")).unwrap_or(f64::NAN)));
             let mut s = base;
             s.insert(METRIC_NAME.into(), format!("{name}_sum"));
-            out.push((s, ts, p.get("sum").and_then(Value::as_f64).unwrap_or(f64::NAN)));
+            out.push((
+                s,
+                ts,
+                p.get("sum").and_then(Value::as_f64).unwrap_or(f64::NAN),
+            ));
         }
     }
     Ok(())
@@ -202,11 +282,31 @@ mod tests {
         let pts = parse_line(line).unwrap();
         let g = &pts[0];
         assert_eq!(g.0["__name__"], "queue_depth");
-        assert_eq!((g.0["node"].as_str(), g.0["k8s.node.name"].as_str(), g.0["otel_scope_name"].as_str()), ("n1", "n1", "app"));
+        assert_eq!(
+            (
+                g.0["node"].as_str(),
+                g.0["k8s.node.name"].as_str(),
+                g.0["otel_scope_name"].as_str()
+            ),
+            ("n1", "n1", "app")
+        );
         assert_eq!((g.1, g.2), (1000, 7.0));
-        let buckets: Vec<(String, f64)> = pts.iter().filter(|p| p.0["__name__"] == "lat_bucket").map(|p| (p.0["le"].clone(), p.2)).collect();
-        assert_eq!(buckets, [("0.1".to_string(), 1.0), ("1".to_string(), 3.0), ("+Inf".to_string(), 3.0)]);
-        assert!(pts.iter().any(|p| p.0["__name__"] == "lat_count" && p.2 == 3.0));
+        let buckets: Vec<(String, f64)> = pts
+            .iter()
+            .filter(|p| p.0["__name__"] == "lat_bucket")
+            .map(|p| (p.0["le"].clone(), p.2))
+            .collect();
+        assert_eq!(
+            buckets,
+            [
+                ("0.1".to_string(), 1.0),
+                ("1".to_string(), 3.0),
+                ("+Inf".to_string(), 3.0)
+            ]
+        );
+        assert!(pts
+            .iter()
+            .any(|p| p.0["__name__"] == "lat_count" && p.2 == 3.0));
         assert!(parse_line("{}").is_err());
     }
 }

@@ -125,7 +125,11 @@ pub enum Format {
 
 /// The format and compression of a path, from its name.
 pub fn detect(path: &Path) -> Result<(Format, Option<&'static str>), ReadError> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let (base, comp) = if let Some(b) = name.strip_suffix(".gz") {
         (b, Some("gz"))
     } else if let Some(b) = name.strip_suffix(".zst") {
@@ -152,7 +156,8 @@ pub fn detect(path: &Path) -> Result<(Format, Option<&'static str>), ReadError> 
     if comp.is_some() && matches!(format, Format::Parquet | Format::Arrow) {
         return Err(ReadError::Unsupported {
             source_name: path.display().to_string(),
-            message: "Parquet and Arrow files compress internally; do not wrap them in gzip/zstd".into(),
+            message: "Parquet and Arrow files compress internally; do not wrap them in gzip/zstd"
+                .into(),
         });
     }
     Ok((format, comp))
@@ -167,7 +172,8 @@ struct Counting<R> {
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counter
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -180,24 +186,56 @@ fn io_err(path: &Path, e: std::io::Error) -> ReadError {
 }
 
 /// Opens a text input, decompressing by extension.
-fn open_text(path: &Path, comp: Option<&str>, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<Box<dyn BufRead + Send>, ReadError> {
+fn open_text(
+    path: &Path,
+    comp: Option<&str>,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>, ReadError> {
     let f = File::open(path).map_err(|e| io_err(path, e))?;
     let raw = Counting { inner: f, counter };
     Ok(match comp {
-        Some("gz") => Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(raw))),
-        Some(_) => Box::new(BufReader::with_capacity(1 << 16, zstd::stream::read::Decoder::new(raw).map_err(|e| io_err(path, e))?)),
+        Some("gz") => Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(raw),
+        )),
+        Some(_) => Box::new(BufReader::with_capacity(
+            1 << 16,
+            zstd::stream::read::Decoder::new(raw).map_err(|e| io_err(path, e))?,
+        )),
         None => Box::new(BufReader::with_capacity(1 << 16, raw)),
     })
 }
 
 /// Opens one input as a chunk stream.
-pub fn open(path: &Path, on_bad: OnBad, stats: &std::sync::Arc<ReadStats>) -> Result<ChunkIter, ReadError> {
+pub fn open(
+    path: &Path,
+    on_bad: OnBad,
+    stats: &std::sync::Arc<ReadStats>,
+) -> Result<ChunkIter, ReadError> {
     let (format, comp) = detect(path)?;
     let counter = std::sync::Arc::clone(&stats.bytes_read);
     Ok(match format {
-        Format::Jsonl => Box::new(LineChunks::new(open_text(path, comp, counter)?, path, on_bad, stats, LineKind::Jsonl)),
-        Format::Csv => Box::new(LineChunks::new(open_text(path, comp, counter)?, path, on_bad, stats, LineKind::Csv(csv_metric(path)))),
-        Format::OtlpJson => Box::new(LineChunks::new(open_text(path, comp, counter)?, path, on_bad, stats, LineKind::Otlp)),
+        Format::Jsonl => Box::new(LineChunks::new(
+            open_text(path, comp, counter)?,
+            path,
+            on_bad,
+            stats,
+            LineKind::Jsonl,
+        )),
+        Format::Csv => Box::new(LineChunks::new(
+            open_text(path, comp, counter)?,
+            path,
+            on_bad,
+            stats,
+            LineKind::Csv(csv_metric(path)),
+        )),
+        Format::OtlpJson => Box::new(LineChunks::new(
+            open_text(path, comp, counter)?,
+            path,
+            on_bad,
+            stats,
+            LineKind::Otlp,
+        )),
         Format::Parquet => crate::columnar::parquet_chunks(path, counter)?,
         Format::Arrow => crate::columnar::arrow_chunks(path, counter)?,
     })
@@ -205,9 +243,21 @@ pub fn open(path: &Path, on_bad: OnBad, stats: &std::sync::Arc<ReadStats>) -> Re
 
 /// The metric name of a NAB CSV: the file stem, in the Prometheus charset.
 pub fn csv_metric(path: &Path) -> String {
-    let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("series");
+    let stem = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("series");
     let stem = stem.split('.').next().unwrap_or(stem);
-    let mut out: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let mut out: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if out.starts_with(|c: char| c.is_ascii_digit()) || out.is_empty() {
         out.insert(0, '_');
     }
@@ -234,7 +284,13 @@ struct LineChunks {
 }
 
 impl LineChunks {
-    fn new(input: Box<dyn BufRead + Send>, path: &Path, on_bad: OnBad, stats: &std::sync::Arc<ReadStats>, kind: LineKind) -> Self {
+    fn new(
+        input: Box<dyn BufRead + Send>,
+        path: &Path,
+        on_bad: OnBad,
+        stats: &std::sync::Arc<ReadStats>,
+        kind: LineKind,
+    ) -> Self {
         LineChunks {
             input,
             name: path.display().to_string(),
@@ -295,7 +351,11 @@ pub fn parse_csv(text: &str) -> Result<(i64, f64), String> {
     } else {
         parse_rfc3339(ts)?
     };
-    let value: f64 = value.trim().trim_matches('"').parse().map_err(|_| format!("value {value:?} is not a number"))?;
+    let value: f64 = value
+        .trim()
+        .trim_matches('"')
+        .parse()
+        .map_err(|_| format!("value {value:?} is not a number"))?;
     Ok((ts, value))
 }
 
@@ -337,7 +397,9 @@ impl Iterator for LineChunks {
                             }));
                         }
                         OnBad::Skip => {
-                            self.stats.skipped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.stats
+                                .skipped
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                 }
@@ -356,7 +418,14 @@ pub fn merge(mut inputs: Vec<ChunkIter>) -> ChunkIter {
         return inputs.remove(0);
     }
     Box::new(Merge {
-        cursors: inputs.into_iter().map(|it| Cursor { it, chunk: None, pos: 0 }).collect(),
+        cursors: inputs
+            .into_iter()
+            .map(|it| Cursor {
+                it,
+                chunk: None,
+                pos: 0,
+            })
+            .collect(),
         failed: false,
     })
 }
@@ -461,7 +530,11 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
     for p in paths {
         if p.is_dir() {
             let rd = std::fs::read_dir(p).map_err(|e| io_err(p, e))?;
-            let mut found: Vec<PathBuf> = rd.filter_map(Result::ok).map(|e| e.path()).filter(|f| f.is_file() && detect(f).is_ok()).collect();
+            let mut found: Vec<PathBuf> = rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|f| f.is_file() && detect(f).is_ok())
+                .collect();
             found.sort();
             out.extend(found);
         } else {
@@ -487,32 +560,58 @@ mod tests {
 
     #[test]
     fn merge_orders_by_time_then_input() {
-        let a: ChunkIter = Box::new(vec![Ok(chunk(&[("a", 1), ("a", 3)])), Ok(chunk(&[("a", 5)]))].into_iter());
+        let a: ChunkIter =
+            Box::new(vec![Ok(chunk(&[("a", 1), ("a", 3)])), Ok(chunk(&[("a", 5)]))].into_iter());
         let b: ChunkIter = Box::new(vec![Ok(chunk(&[("b", 1), ("b", 2), ("b", 6)]))].into_iter());
         let merged: Vec<(String, i64)> = merge(vec![a, b])
             .flat_map(|c| {
                 let c = c.unwrap();
-                c.rows.iter().map(|&(s, ts, _)| (c.series[s as usize][METRIC_NAME].clone(), ts)).collect::<Vec<_>>()
+                c.rows
+                    .iter()
+                    .map(|&(s, ts, _)| (c.series[s as usize][METRIC_NAME].clone(), ts))
+                    .collect::<Vec<_>>()
             })
             .collect();
-        let expect: Vec<(String, i64)> = [("a", 1), ("b", 1), ("b", 2), ("a", 3), ("a", 5), ("b", 6)].iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        let expect: Vec<(String, i64)> =
+            [("a", 1), ("b", 1), ("b", 2), ("a", 3), ("a", 5), ("b", 6)]
+                .iter()
+                .map(|(n, t)| (n.to_string(), *t))
+                .collect();
         assert_eq!(merged, expect);
     }
 
     #[test]
     fn nab_csv_rows() {
-        assert_eq!(parse_csv("2014-04-01 00:00:00,20.5").unwrap(), (1_396_310_400_000, 20.5));
+        assert_eq!(
+            parse_csv("2014-04-01 00:00:00,20.5").unwrap(),
+            (1_396_310_400_000, 20.5)
+        );
         assert_eq!(parse_csv("1000,1").unwrap(), (1000, 1.0));
         assert!(parse_csv("2014-04-01 00:00:00;20.5").is_err());
-        assert_eq!(csv_metric(Path::new("/x/ec2_cpu_utilization_825cc2.csv.gz")), "ec2_cpu_utilization_825cc2");
-        assert_eq!(csv_metric(Path::new("exchange-2_cpc_results.csv")), "exchange_2_cpc_results");
+        assert_eq!(
+            csv_metric(Path::new("/x/ec2_cpu_utilization_825cc2.csv.gz")),
+            "ec2_cpu_utilization_825cc2"
+        );
+        assert_eq!(
+            csv_metric(Path::new("exchange-2_cpc_results.csv")),
+            "exchange_2_cpc_results"
+        );
     }
 
     #[test]
     fn detects_formats() {
-        assert_eq!(detect(Path::new("a.jsonl.gz")).unwrap(), (Format::Jsonl, Some("gz")));
-        assert_eq!(detect(Path::new("a.otlp.jsonl")).unwrap(), (Format::OtlpJson, None));
-        assert_eq!(detect(Path::new("a.parquet")).unwrap(), (Format::Parquet, None));
+        assert_eq!(
+            detect(Path::new("a.jsonl.gz")).unwrap(),
+            (Format::Jsonl, Some("gz"))
+        );
+        assert_eq!(
+            detect(Path::new("a.otlp.jsonl")).unwrap(),
+            (Format::OtlpJson, None)
+        );
+        assert_eq!(
+            detect(Path::new("a.parquet")).unwrap(),
+            (Format::Parquet, None)
+        );
         assert!(detect(Path::new("a.parquet.gz")).is_err());
         assert!(detect(Path::new("a.txt")).is_err());
     }

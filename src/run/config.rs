@@ -274,11 +274,15 @@ mod tests {
 
     #[test]
     fn otlp_section_is_strict_and_listeners_can_be_turned_off() {
-        let c = Config::parse("otlp:\n  grpc_listen: null\n  http_listen: 0.0.0.0:14318\n").unwrap();
+        let c =
+            Config::parse("otlp:\n  grpc_listen: null\n  http_listen: 0.0.0.0:14318\n").unwrap();
         assert!(c.otlp.grpc_listen.is_none());
         assert_eq!(c.otlp.http_listen.unwrap().port(), 14318);
         let err = Config::parse("otlp:\n  grpc: 1\n").unwrap_err().to_string();
-        assert!(err.contains("otlp") && err.contains("unknown field `grpc`"), "{err}");
+        assert!(
+            err.contains("otlp") && err.contains("unknown field `grpc`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -82,12 +82,8 @@ impl EngineHandle {
             .map_err(|_| EngineGone)
     }
 
-    /// Queues a batch if the intake queue has room; never waits.
-    pub(crate) fn try_ingest(&self, batch: IngestBatch) -> Result<(), IntakeError> {
-        self.try_send(Command::Ingest(batch))
-    }
-
-    /// Queues a prepared OTLP request if the intake queue has room; never waits.
+    /// Queues a prepared OTLP request if the intake queue has room; never waits (a
+    /// full queue is the receivers' backpressure: they answer 429/RESOURCE_EXHAUSTED).
     pub(crate) fn try_ingest_otlp(&self, batch: OtlpBatch) -> Result<(), IntakeError> {
         self.try_send(Command::Otlp(batch))
     }

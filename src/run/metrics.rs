@@ -35,8 +35,8 @@ impl Histogram {
     /// Finer buckets for request-to-decision latencies, 100 µs to 1 s.
     pub(crate) fn intake_latency() -> Self {
         const B: &[f64] = &[
-            1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 5e-3, 7.5e-3, 0.01,
-            0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            1e-4, 2.5e-4, 5e-4, 7.5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3, 5e-3, 7.5e-3, 0.01, 0.025,
+            0.05, 0.1, 0.25, 0.5, 1.0,
         ];
         Histogram {
             bounds: B,
@@ -44,11 +44,6 @@ impl Histogram {
             sum: 0.0,
             count: 0,
         }
-    }
-
-    /// Observations so far.
-    pub(crate) fn count(&self) -> u64 {
-        self.count
     }
 
     pub(crate) fn observe(&mut self, v: f64) {

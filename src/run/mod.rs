@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
-use vigil_connectors::otlp::{Intake, IntakeError, Mapper, OtlpBatch, OtlpStats};
+use vigil_connectors::otlp::{Intake, IntakeError, Mapper, OtlpBatch};
 use vigil_connectors::sinks::{SinkContext, SinkStats};
 use vigil_engine::EvaluatorConfig;
 

@@ -732,4 +732,4 @@ fn exponential_bounds(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -166,7 +166,14 @@ impl Key {
 
     /// Appends an evaluation to the history (at most `limit` points), starting it
     /// (seeded with the detector's window) when the state first becomes active.
-    pub(super) fn record(&mut self, rule: &Rule, ts: i64, value: f64, verdict: Verdict, limit: usize) {
+    pub(super) fn record(
+        &mut self,
+        rule: &Rule,
+        ts: i64,
+        value: f64,
+        verdict: Verdict,
+        limit: usize,
+    ) {
         if limit == 0 {
             return;
         }
@@ -194,7 +201,11 @@ impl Key {
         if let Some(History(h, since_active)) = self.history.as_deref_mut() {
             // An alert long over: once the history no longer reaches back to the time
             // it was active (and the state is not traced from birth), free it.
-            *since_active = if self.track.is_active() { 0 } else { *since_active + 1 };
+            *since_active = if self.track.is_active() {
+                0
+            } else {
+                *since_active + 1
+            };
             if *since_active >= limit && !self.traced {
                 self.history = None;
                 return;

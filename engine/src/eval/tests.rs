@@ -98,10 +98,13 @@ fn late_duplicate_and_non_finite_samples_are_counted() {
 fn out_of_order_within_lateness_equals_in_order() {
     let yaml = "group: g\ninterval: 1s\nrules:\n  - name: Z\n    select: x\n    detect: { zscore: { window: 20s, min_samples: 5 } }\n";
     let run = |shuffle: bool| {
-        let mut ev = Evaluator::new(rules(yaml), EvaluatorConfig {
+        let mut ev = Evaluator::new(
+            rules(yaml),
+            EvaluatorConfig {
                 lateness_ms: 5_000,
                 ..EvaluatorConfig::default()
-            });
+            },
+        );
         let id = ev.intern(&labels(&[("__name__", "x")]));
         let mut samples: Vec<Sample> = (0..40)
             .map(|i| Sample {

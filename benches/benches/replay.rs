@@ -1,0 +1,197 @@
+//! Replay throughput, end to end: a synthetic fleet recording is generated (Parquet via
+//! `vigil record`'s writer, and JSONL), then replayed through the shipped rule pack.
+//! Reports samples/s and the share of time spent reading vs evaluating (the reader
+//! runs on its own thread), plus a read-only pass over the same file as baseline.
+//!
+//! `cargo bench -p vigil-benches --bench replay` replays 10 k series x 6000 steps of
+//! 10 s = 60 M samples (the figure; its "7 days" at 10 s would be 605 M samples
+//! for 10 k series, so the sample count is what is reproduced). `VIGIL_BENCH_STEPS`
+//! changes the number of steps.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use vigil_engine::labels::Labels;
+use vigil_engine::RuleSet;
+use vigil_replay::columnar::{Recorder, Rotation};
+use vigil_replay::source::{open, OnBad, ReadStats};
+use vigil_replay::{replay, Options};
+
+const SERIES: usize = 10_000;
+const STEP_MS: i64 = 10_000;
+const START: i64 = 1_793_613_600_000;
+
+/// 10 k series shaped like the rule pack's inputs: per-container throttling counters
+/// (by node), goroutines per pod, memory PSI counters and kubelet heartbeats per node.
+fn fleet() -> Vec<Labels> {
+    let mut out = Vec::with_capacity(SERIES);
+    let l = |pairs: &[(&str, String)]| -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    let nodes = 200;
+    for n in 0..nodes {
+        out.push(l(&[
+            ("__name__", "kubelet_node_name".into()),
+            ("node", format!("node-{n:03}")),
+        ]));
+        out.push(l(&[
+            (
+                "__name__",
+                "node_pressure_memory_waiting_seconds_total".into(),
+            ),
+            ("node", format!("node-{n:03}")),
+        ]));
+    }
+    let mut i = 0;
+    while out.len() < SERIES {
+        let node = format!("node-{:03}", i % nodes);
+        let pod = format!("app-{i:05}");
+        out.push(l(&[
+            (
+                "__name__",
+                "container_cpu_cfs_throttled_periods_total".into(),
+            ),
+            ("container", "app".into()),
+            ("namespace", "prod".into()),
+            ("node", node.clone()),
+            ("pod", pod.clone()),
+        ]));
+        if out.len() < SERIES {
+            out.push(l(&[
+                ("__name__", "go_goroutines".into()),
+                ("namespace", "prod".into()),
+                ("node", node),
+                ("pod", pod),
+            ]));
+        }
+        i += 1;
+    }
+    out
+}
+
+fn value(series: usize, step: i64, labels: &Labels) -> f64 {
+    let noise = ((series as i64 * 7919 + step * 104_729) % 1000) as f64 / 1000.0;
+    match labels["__name__"].as_str() {
+        "kubelet_node_name" => 1.0,
+        "go_goroutines" => 200.0 + 20.0 * noise,
+        // Counters: cumulative.
+        _ => step as f64 * (1.0 + noise * 0.1),
+    }
+}
+
+fn generate_parquet(dir: &Path, steps: i64, series: &[Labels]) -> Vec<PathBuf> {
+    let mut rec = Recorder::new(
+        dir,
+        Rotation {
+            max_bytes: u64::MAX,
+            max_age_ms: i64::MAX,
+        },
+    )
+    .unwrap();
+    for step in 0..steps {
+        for (i, l) in series.iter().enumerate() {
+            rec.record(l, START + step * STEP_MS, value(i, step, l))
+                .unwrap();
+        }
+    }
+    rec.finish().unwrap()
+}
+
+fn generate_jsonl(path: &Path, steps: i64, series: &[Labels]) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for step in 0..steps {
+        for (i, l) in series.iter().enumerate() {
+            let rest: Labels = l
+                .iter()
+                .filter(|(k, _)| *k != "__name__")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            writeln!(
+                f,
+                "{{\"ts\":{},\"metric\":\"{}\",\"labels\":{},\"value\":{}}}",
+                START + step * STEP_MS,
+                l["__name__"],
+                serde_json_labels(&rest),
+                value(i, step, l)
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn serde_json_labels(l: &Labels) -> String {
+    let inner: Vec<String> = l.iter().map(|(k, v)| format!("\"{k}\":\"{v}\"")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn read_only(files: &[PathBuf]) -> (u64, f64) {
+    let t = Instant::now();
+    let stats = Arc::new(ReadStats::default());
+    let mut rows = 0u64;
+    for f in files {
+        for c in open(f, OnBad::Fail, &stats).unwrap() {
+            rows += c.unwrap().rows.len() as u64;
+        }
+    }
+    (rows, t.elapsed().as_secs_f64())
+}
+
+fn run(name: &str, files: &[PathBuf], rules: &Arc<RuleSet>) {
+    let (rows, base) = read_only(files);
+    let mut events = 0u64;
+    let (s, _) = replay(
+        files,
+        Arc::clone(rules),
+        &Options::default(),
+        &mut |_| events += 1,
+        &mut |_| {},
+    )
+    .unwrap();
+    println!(
+        "{name}: {rows} samples; read-only baseline {:.2}s ({:.2} M/s); replay {:.2}s = {:.2} M samples/s (reader thread {:.2}s, evaluating {:.2}s = {:.0}% of wall); {events} events; ratio replay/read-only {:.2}",
+        base,
+        rows as f64 / base / 1e6,
+        s.wall_secs,
+        s.rows_read as f64 / s.wall_secs / 1e6,
+        s.read_secs,
+        s.eval_secs,
+        100.0 * s.eval_secs / s.wall_secs,
+        s.wall_secs / base
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let steps: i64 = std::env::var("VIGIL_BENCH_STEPS")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(6000);
+    let rules_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"));
+    let rules = Arc::new(RuleSet::load(&[rules_dir]).unwrap());
+    let series = fleet();
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let files = generate_parquet(dir.path(), steps, &series);
+    let size: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    println!(
+        "generated {steps} steps x {SERIES} series (10 s apart) = {} samples of Parquet ({:.1} MiB) in {:.1}s",
+        steps * SERIES as i64,
+        size as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    run("parquet", &files, &rules);
+    let jsonl_steps = (2_000_000 / SERIES as i64).max(1);
+    let jsonl = dir.path().join("fleet.jsonl");
+    generate_jsonl(&jsonl, jsonl_steps, &series);
+    run("jsonl", &[jsonl], &rules);
+}
