@@ -265,9 +265,10 @@ fn ui_renders_alerts_and_chart() {
         with_value > 60 && with_band > 1,
         "the window seeds the history, the band follows: {series}"
     );
+    let (active_at, fired_at) = (&series["data"]["activeAt"], &series["data"]["firedAt"]);
     assert!(
-        series["data"]["activeAt"].as_i64().unwrap() < series["data"]["firedAt"].as_i64().unwrap(),
-        "{series}"
+        active_at.as_i64().unwrap() < fired_at.as_i64().unwrap(),
+        "pending, then firing: {series}"
     );
     let url = format!("http://127.0.0.1:{}/", v.port);
 

@@ -44,11 +44,20 @@ pub(crate) struct Entry {
     pub(crate) labels: LabelBuf,
     /// Timestamp of the last evaluated sample (for duplicate detection).
     pub(crate) last_ts: i64,
-    /// Highest timestamp received (for expiry; includes buffered samples).
-    pub(crate) last_arrival: i64,
+    /// For a series interned but never evaluated: when the expiry sweep first saw it
+    /// (its staleness clock starts there).
+    pub(crate) idle_since: i64,
+    /// Samples of this series waiting for the watermark; an expired series is kept
+    /// in the registry (with no rule state) until they are evaluated.
+    #[serde(default)]
+    pub(crate) buffered: u32,
     /// Rules fed by this series; computed on first use, rebuilt on restore.
     #[serde(skip)]
     pub(crate) routes: Option<Box<[Route]>>,
+    /// Whether `routes` was computed (kept across a snapshot: series that were never
+    /// routed are routed lazily after a restore too, at their next sample).
+    #[serde(default)]
+    pub(crate) routed: bool,
     pub(crate) live: bool,
 }
 
@@ -100,7 +109,9 @@ impl SeriesRegistry {
         let entry = Entry {
             labels: buf.into(),
             last_ts: i64::MIN,
-            last_arrival: i64::MIN,
+            idle_since: i64::MIN,
+            buffered: 0,
+            routed: false,
             routes: None,
             live: true,
         };

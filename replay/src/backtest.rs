@@ -215,8 +215,12 @@ pub fn rules_with(
             text,
         });
     }
-    RuleSet::from_sources(&sources)
-        .map_err(|e| format!("the rules with {} do not compile:\n{e}", touched.join(" ")))
+    RuleSet::from_sources(&sources).map_err(|e| {
+        format!(
+            "the rules with {} do not compile (positions in changed files are those of the file as rewritten with the parameters):\n{e}",
+            touched.join(" ")
+        )
+    })
 }
 
 #[cfg(test)]

@@ -8,9 +8,15 @@
 //! `timestamp,value,anomaly_score` and one row per input row (timestamp and value
 //! copied as written in the input). A row's `anomaly_score` is the detector score in
 //! [0, 1] of the evaluation at that row's time, the highest over rules when several
-//! rules select the file's series, and 0 where no detector had a verdict (warm-up,
-//! dropped duplicates). Step rules (`aggregate`) evaluate at interval steps: a step's
-//! score goes to the last row at or before it.
+//! rules select the file's series, and 0 where no detector had a verdict (warm-up, or
+//! a value the engine drops, such as NaN); rows with the same timestamp share its
+//! score. Step rules (`aggregate`) evaluate at interval steps: a step's score goes to
+//! the last row at or before it.
+//!
+//! The evaluator is driven here rather than through [`crate::driver::replay`]: the rows
+//! are read once (their text is copied to the results) and the traced histories are
+//! read before every gap long enough for the state to expire, since an expired state
+//! takes its history with it.
 //!
 //! The CSV reader names the series after the file ([`crate::source::csv_metric`]), so
 //! NAB rules select every series: `select: '{__name__=~".+"}'` (see
@@ -356,10 +362,9 @@ mod tests {
     }
 
     #[test]
-    fn keeps_scores_across_gaps_that_expire_states() {
-        // Default staleness (5m) with 30-minute spacing: every state expires between
-        // samples; each sample is then a fresh state's first (no verdict). With hourly
-        // gaps only between blocks, the blocks before each gap must keep their scores.
+    fn keeps_scores_across_gaps_longer_than_staleness() {
+        // Default staleness (5m), blocks of 1-minute samples a day apart: the state may
+        // expire in each gap (history and all); every block keeps its scores.
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let d = data.join("c");

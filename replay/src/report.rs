@@ -13,7 +13,8 @@
 //! replays the inputs a second time with the fired series traced
 //! ([`crate::driver::Options::trace`]): their every evaluation is kept from the
 //! state's first sample. A state that expired (its series went silent) loses its
-//! history; for those, a few more passes stop just before the expiry to recover it.
+//! history; for those, a few more passes stop at the end of their earlier episodes to
+//! recover it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -212,7 +213,8 @@ fn fired_by_rule(alerts: &Alerts<'_>, rules: &RuleSet) -> Vec<Fired> {
 #[derive(Debug, Default)]
 struct Histories {
     points: BTreeMap<(String, u64), Vec<Point>>,
-    /// Series whose history starts after their first transition (expired, not recovered).
+    /// Series whose history starts after their first transition (expired, not
+    /// recovered): where it starts.
     incomplete: BTreeMap<(String, u64), i64>,
     /// Rows read by the tracing pass.
     rows: u64,
@@ -322,8 +324,9 @@ fn trace_histories(
     }
     for key in charted {
         if let Some(first) = alerts.get(key).and_then(|l| l.changes.first()) {
-            if first.0 < start_of(&out.points, key) {
-                out.incomplete.insert(key.clone(), first.0);
+            let start = start_of(&out.points, key);
+            if first.0 < start {
+                out.incomplete.insert(key.clone(), start);
             }
         }
     }

@@ -55,7 +55,8 @@ impl ZScoreConfig {
     pub(super) fn compile(&self, interval: Duration) -> Result<Params, Vec<ParamError>> {
         let mut errs = Vec::new();
         let slot_ms = interval.as_millis().max(1);
-        let capacity = (self.window.as_millis() + slot_ms - 1) / slot_ms;
+        let capacity =
+            self.window.as_millis() / slot_ms + i64::from(self.window.as_millis() % slot_ms != 0);
         if capacity < 2 {
             errs.push((
                 "window".into(),
@@ -89,12 +90,15 @@ impl ZScoreConfig {
                 "min_samples".into(),
                 "must be at least 2 (a variance needs two points)".into(),
             ));
-        } else if i64::from(self.min_samples) > capacity {
+        } else if i64::from(self.min_samples) >= capacity {
+            // A point is scored against the window before it joins: at most
+            // capacity - 1 points.
             errs.push((
                 "min_samples".into(),
                 format!(
-                    "{} exceeds the window's {capacity} points: the detector would never decide",
-                    self.min_samples
+                    "{} must be below the window's {capacity} points (a point is scored against the {} before it), or the detector never decides",
+                    self.min_samples,
+                    capacity - 1
                 ),
             ));
         }

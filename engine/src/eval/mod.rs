@@ -52,6 +52,11 @@ impl Default for EvaluatorConfig {
     }
 }
 
+/// Latest accepted timestamp (9999-12-31T23:59:59.999Z); samples outside
+/// `0..=MAX_TS` (before 1970, or in micro- or nanoseconds by mistake) are dropped and
+/// counted as out of range.
+pub const MAX_TS: i64 = 253_402_300_799_999;
+
 /// How long `absent` and compound states are remembered without samples.
 const ABSENT_RETENTION_MS: i64 = 24 * 3_600_000;
 /// Event-time period of the expiry sweep.
@@ -186,6 +191,9 @@ pub struct Stats {
     pub duplicate: u64,
     /// Dropped: NaN or ±Inf.
     pub non_finite: u64,
+    /// Dropped: timestamp outside 1970..9999 (ms).
+    #[serde(default)]
+    pub out_of_range: u64,
     /// Dropped: series id not interned (or expired).
     pub unknown_series: u64,
     /// Staleness markers seen.
@@ -341,6 +349,10 @@ impl Evaluator {
         let mut in_order = true;
         let mut prev = sorted_tail;
         for s in samples {
+            if !(0..=MAX_TS).contains(&s.ts) {
+                self.stats.out_of_range += 1;
+                continue;
+            }
             if s.ts < self.watermark {
                 self.stats.late += 1;
                 continue;
@@ -355,7 +367,7 @@ impl Evaluator {
                 .get_mut(s.series as usize)
                 .filter(|e| e.live)
             {
-                e.last_arrival = e.last_arrival.max(s.ts);
+                e.buffered += 1;
             } else {
                 self.stats.unknown_series += 1;
                 continue;
@@ -379,6 +391,7 @@ impl Evaluator {
     /// The live service calls this from the wall clock when intake is idle, so that
     /// absence rules fire when everything goes quiet.
     pub fn advance_watermark(&mut self, ts: i64) {
+        let ts = ts.clamp(0, MAX_TS + 1);
         if ts <= self.watermark {
             return;
         }
@@ -456,19 +469,23 @@ impl Evaluator {
                         self.step_rule(i, t);
                         let rule = &self.rules.rules[i];
                         let st = &mut self.states[i];
-                        st.next_step = if st.keys.live() == 0 && st.inputs.live() == 0 {
-                            // Nothing to evaluate: skip idle steps up to the limit.
-                            let skip = (limit - 1 - t).div_euclid(rule.interval_ms).max(0);
-                            t + (skip + 1) * rule.interval_ms
-                        } else {
-                            t + rule.interval_ms
-                        };
+                        // A rule with no state and no input has nothing to evaluate until
+                        // a sample arrives (at `limit` at the earliest): skip its idle
+                        // steps. Compound rules get states from other rules' steps in
+                        // between, so they never skip.
+                        st.next_step =
+                            if !is_compound && st.keys.live() == 0 && st.inputs.live() == 0 {
+                                let skip = (limit - 1 - t).div_euclid(rule.interval_ms).max(0);
+                                t + (skip + 1) * rule.interval_ms
+                            } else {
+                                t + rule.interval_ms
+                            };
                     }
                 }
             }
             if self.next_sweep == t {
                 self.sweep(t);
-                self.next_sweep = t + SWEEP_MS;
+                self.next_sweep = self.next_expiry(t);
             }
             self.recompute_next_due();
         }
@@ -482,6 +499,7 @@ impl Evaluator {
             self.stats.unknown_series += 1;
             return;
         }
+        entry.buffered = entry.buffered.saturating_sub(1);
         if s.ts <= entry.last_ts {
             self.stats.duplicate += 1;
             return;
@@ -801,6 +819,43 @@ impl Evaluator {
         self.evaluate(rule, i, k, t, verdict, value);
     }
 
+    /// The next sweep time after `t` that can expire anything: the first multiple of
+    /// the sweep period past the earliest expiry, so long silences are crossed in one
+    /// jump instead of one sweep every 30 s.
+    fn next_expiry(&self, t: i64) -> i64 {
+        let max_staleness = self
+            .rules
+            .rules
+            .iter()
+            .map(|r| r.staleness_ms)
+            .max()
+            .unwrap_or(300_000);
+        let mut first = i64::MAX;
+        for e in self.series.entries.iter().filter(|e| e.live) {
+            let last = if e.last_ts != UNSTARTED {
+                e.last_ts
+            } else {
+                e.idle_since
+            };
+            first = first.min(if last == UNSTARTED {
+                t
+            } else {
+                last.saturating_add(max_staleness)
+            });
+        }
+        for (rule, st) in self.rules.rules.iter().zip(&self.states) {
+            let keep = match rule.kind {
+                RuleKind::Absent { .. } | RuleKind::Compound(_) => ABSENT_RETENTION_MS,
+                _ => rule.staleness_ms,
+            };
+            for (_, key) in st.keys.iter() {
+                first = first.min(key.last_seen.saturating_add(keep));
+            }
+        }
+        let next = first.min(MAX_TS + SWEEP_MS).div_euclid(SWEEP_MS) * SWEEP_MS + SWEEP_MS;
+        next.max(t + SWEEP_MS)
+    }
+
     /// Expires silent series and the states they leave behind.
     fn sweep(&mut self, t: i64) {
         let max_staleness = self
@@ -811,15 +866,26 @@ impl Evaluator {
             .max()
             .unwrap_or(300_000);
         let horizon = t - max_staleness;
+        // Expiry looks only at evaluated samples (every sample up to `t` has been), so
+        // it does not depend on how the input was batched.
         for id in 0..self.series.entries.len() {
             let e = &mut self.series.entries[id];
-            if e.live && e.last_arrival == UNSTARTED {
-                // Interned but nothing arrived yet: its staleness clock starts now.
-                e.last_arrival = t;
-            }
-            if !e.live || e.last_arrival >= horizon {
+            if !e.live {
                 continue;
             }
+            let last = if e.last_ts != UNSTARTED {
+                e.last_ts
+            } else {
+                // Interned but never evaluated: its staleness clock starts now.
+                if e.idle_since == UNSTARTED {
+                    e.idle_since = t;
+                }
+                e.idle_since
+            };
+            if last >= horizon || (e.routes.is_none() && e.buffered > 0) {
+                continue;
+            }
+            let had_state = e.routes.is_some();
             for r in e.routes.take().unwrap_or_default().iter() {
                 if r.input != REFUSED {
                     let st = &mut self.states[r.rule as usize];
@@ -828,8 +894,15 @@ impl Evaluator {
                     }
                 }
             }
-            self.series.remove(id as u32);
-            self.stats.expired_series += 1;
+            if had_state || e.last_ts != UNSTARTED {
+                self.stats.expired_series += 1;
+            }
+            if e.buffered == 0 {
+                self.series.remove(id as u32);
+            } else {
+                // Samples are on their way: they start the series afresh.
+                e.idle_since = UNSTARTED;
+            }
         }
         let rules = Arc::clone(&self.rules);
         for (i, rule) in rules.rules.iter().enumerate() {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::state::RuleState;
-use super::{Evaluator, EvaluatorConfig, Stats, UNSTARTED};
+use super::{Evaluator, EvaluatorConfig, Stats, MAX_TS, SWEEP_MS, UNSTARTED};
 use crate::rule::{RuleKind, RuleSet};
 use crate::series::{Entry, Route, Sample, REFUSED};
 
@@ -60,7 +60,15 @@ impl Evaluator {
             next_sweep: self.next_sweep,
             pending: self.pending.clone(),
             stats: self.stats.clone(),
-            entries: self.series.entries.clone(),
+            entries: self
+                .series
+                .entries
+                .iter()
+                .map(|e| Entry {
+                    routed: e.routes.is_some(),
+                    ..e.clone()
+                })
+                .collect(),
             free: self.series.free.clone(),
             rules: self
                 .rules
@@ -135,6 +143,37 @@ impl Evaluator {
                 }
             }
         }
+        let live = |id: u32| ev.series.entries.get(id as usize).is_some_and(|e| e.live);
+        if ev.pending.iter().any(|s| !live(s.series)) {
+            return Err(SnapshotError::Corrupt(
+                "a buffered sample refers to a missing series".into(),
+            ));
+        }
+        let in_range = |t: i64, step: i64| {
+            t == UNSTARTED
+                || (-step..=MAX_TS.saturating_add(step).saturating_add(SWEEP_MS)).contains(&t)
+        };
+        if !in_range(ev.watermark, 1)
+            || !in_range(ev.max_seen, 1)
+            || !in_range(ev.next_sweep, SWEEP_MS)
+            || ev
+                .states
+                .iter()
+                .zip(&rules.rules)
+                .any(|(s, r)| !in_range(s.next_step, r.interval_ms))
+        {
+            return Err(SnapshotError::Corrupt("a time is out of range".into()));
+        }
+        if ev.next_sweep != UNSTARTED
+            && ev.states.iter().zip(&rules.rules).any(|(s, r)| {
+                s.next_step != UNSTARTED
+                    && s.next_step < ev.watermark.saturating_sub(r.interval_ms + SWEEP_MS)
+            })
+        {
+            return Err(SnapshotError::Corrupt(
+                "a step time lies behind the watermark".into(),
+            ));
+        }
         // Routes: carried rules keep their inputs; other rules route live series afresh.
         let mut routes: Vec<Vec<Route>> = vec![Vec::new(); ev.series.entries.len()];
         for (i, st) in ev.states.iter().enumerate() {
@@ -146,7 +185,7 @@ impl Evaluator {
             }
         }
         for (id, series_routes) in routes.iter_mut().enumerate() {
-            if !ev.series.entries[id].live {
+            if !ev.series.entries[id].live || !ev.series.entries[id].routed {
                 continue;
             }
             for (i, rule) in rules.rules.iter().enumerate() {

@@ -473,3 +473,48 @@ fn history_starts_when_active_with_the_zscore_window() {
     assert_eq!(h.points.last().map(|p| p.ts), Some(19_000));
     assert!(ev.series_history("Z", fp ^ 1).is_none());
 }
+
+#[test]
+fn expiry_does_not_depend_on_batching() {
+    // Regression: expiry used the newest *received* timestamp, so one ingest call that
+    // spanned a silence kept a series alive that per-sample ingest expired.
+    let yaml = "group: g\ninterval: 10s\nrules:\n  - name: High\n    select: m\n    detect: { threshold: { above: 5 } }\n";
+    let la = labels(&[("__name__", "m"), ("s", "a")]);
+    let lb = labels(&[("__name__", "m"), ("s", "b")]);
+    let mut input: Vec<(bool, i64)> = Vec::new();
+    for i in 0..120i64 {
+        if !(20..80).contains(&i) {
+            input.push((true, i * 10_000));
+        }
+        input.push((false, i * 10_000 + 1));
+    }
+    let run = |chunk: usize| {
+        let mut ev = Evaluator::new(rules(yaml), EvaluatorConfig::default());
+        let mut out = Vec::new();
+        for c in input.chunks(chunk) {
+            // Intern before each batch, as sources do.
+            let batch: Vec<Sample> = c
+                .iter()
+                .map(|&(a, ts)| Sample {
+                    series: ev.intern(if a { &la } else { &lb }),
+                    ts,
+                    value: if a { 10.0 } else { 1.0 },
+                })
+                .collect();
+            ev.ingest(&batch);
+            out.extend(ev.drain_events());
+        }
+        ev.flush();
+        out.extend(ev.drain_events());
+        (states(&out), ev.stats().unknown_series)
+    };
+    let one = run(input.len());
+    assert_eq!(one, run(1));
+    assert_eq!(one, run(7));
+    assert_eq!(one.1, 0);
+    assert_eq!(
+        one.0.iter().map(|s| s.1).collect::<Vec<_>>(),
+        ["firing", "resolved", "firing"],
+        "{one:?}"
+    );
+}

@@ -512,7 +512,7 @@ fn compile_rule(
                     }
                 }
                 RuleKind::Absent {
-                    after_ms: i64::from(a.intervals) * interval.as_millis(),
+                    after_ms: i64::from(a.intervals).saturating_mul(interval.as_millis()),
                 }
             }
             (_, Some(q), agg) => RuleKind::Quantile {

@@ -35,7 +35,11 @@ pub fn expand(src: &str) -> Result<Vec<Value>, String> {
             continue;
         }
         if let Some(n) = tok.strip_prefix("_x") {
-            let n: usize = n.parse().map_err(|_| bad("expected _xN"))?;
+            let n: usize = n
+                .parse()
+                .ok()
+                .filter(|&n| n <= 1_000_000)
+                .ok_or_else(|| bad("expected _xN with N at most 1000000"))?;
             out.extend(std::iter::repeat_n(Value::Missing, n));
             continue;
         }
