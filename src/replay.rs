@@ -271,12 +271,13 @@ pub(crate) fn run_replay(args: ReplayArgs) -> Result<bool> {
     }
     let s = &summary.stats;
     eprintln!(
-        "vigil: replayed {} samples ({} evaluated; dropped: {} late, {} duplicate, {} non-finite; {} bad lines skipped) in {:.2}s: {:.2} M samples/s (reading {:.2}s, evaluating {:.2}s){}",
+        "vigil: replayed {} samples ({} evaluated; dropped: {} late, {} duplicate, {} non-finite, {} out of range; {} bad lines skipped) in {:.2}s: {:.2} M samples/s (reading {:.2}s, evaluating {:.2}s){}",
         summary.rows_read,
         s.evaluated,
         s.late,
         s.duplicate,
         s.non_finite,
+        s.out_of_range,
         summary.skipped_lines,
         summary.wall_secs,
         summary.rows_read as f64 / summary.wall_secs.max(1e-9) / 1e6,
@@ -313,9 +314,23 @@ pub(crate) fn run_backtest(args: BacktestArgs) -> Result<bool> {
         "{:<48} {:>9} {:>7} {:>6} {:>4} {:>12}",
         "parameters", "precision", "recall", "TP", "FP", "median delay"
     );
+    let mut all_ok = true;
     for combo in grid {
-        let rules = vigil_replay::backtest::rules_with(&files, &combo, args.rule.as_deref())
-            .map_err(anyhow::Error::msg)?;
+        let label: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let rules = match vigil_replay::backtest::rules_with(&files, &combo, args.rule.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                // One bad combination (say, a threshold below its recover level) does
+                // not end the table.
+                all_ok = false;
+                println!(
+                    "{:<48} rejected: {}",
+                    label.join(" "),
+                    e.lines().next().unwrap_or_default()
+                );
+                continue;
+            }
+        };
         let mut events = Vec::new();
         replay(
             &inputs,
@@ -325,7 +340,6 @@ pub(crate) fn run_backtest(args: BacktestArgs) -> Result<bool> {
             &mut |_| {},
         )?;
         let score = Score::compute(&exp, &events);
-        let label: Vec<String> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "{:<48} {:>9.3} {:>7.3} {:>6} {:>4} {:>12}",
             label.join(" "),
@@ -338,7 +352,7 @@ pub(crate) fn run_backtest(args: BacktestArgs) -> Result<bool> {
                 .map_or("-".into(), |d| format!("{}s", d as f64 / 1000.0))
         );
     }
-    Ok(true)
+    Ok(all_ok)
 }
 
 pub(crate) fn run_record(args: RecordArgs) -> Result<bool> {

@@ -159,7 +159,7 @@ impl SeriesCache {
         let labels_col = col("labels")?;
         let labels = match labels_col.data_type() {
             DataType::Map(..) => map_to_json(labels_col.as_map())?,
-            _ => labels_col.clone(),
+            _ => Arc::clone(labels_col),
         };
         let labels = cast(&labels, &dict).map_err(|e| format!("column labels: {e}"))?;
         let (metric, labels) = (

@@ -45,17 +45,14 @@ fn any_value(v: &Value) -> String {
     let Some(obj) = v.as_object() else {
         return String::new();
     };
-    for (k, x) in obj {
-        return match (k.as_str(), x) {
-            ("stringValue", Value::String(s)) => s.clone(),
-            ("intValue", Value::String(s)) => s.clone(),
-            (_, Value::String(s)) => s.clone(),
-            (_, Value::Number(n)) => n.to_string(),
-            (_, Value::Bool(b)) => b.to_string(),
-            (_, other) => other.to_string(),
-        };
+    // An AnyValue has exactly one field set.
+    match obj.iter().next() {
+        Some((_, Value::String(s))) => s.clone(),
+        Some((_, Value::Number(n))) => n.to_string(),
+        Some((_, Value::Bool(b))) => b.to_string(),
+        Some((_, other)) => other.to_string(),
+        None => String::new(),
     }
-    String::new()
 }
 
 fn add_attributes(labels: &mut Labels, attrs: Option<&Value>) {
@@ -78,7 +75,7 @@ fn nanos(p: &Value, field: &str) -> Option<i64> {
         Value::Number(n) => i128::from(n.as_i64()?),
         _ => return None,
     };
-    (n > 0).then(|| (n / 1_000_000) as i64)
+    (n > 0).then_some((n / 1_000_000) as i64)
 }
 
 fn number(p: &Value) -> Option<f64> {

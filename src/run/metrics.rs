@@ -118,6 +118,7 @@ pub(crate) fn render(
         ("late", st.late),
         ("duplicate", st.duplicate),
         ("non_finite", st.non_finite),
+        ("out_of_range", st.out_of_range),
         ("unknown_series", st.unknown_series),
         ("series_limit", refused),
         ("intake_full", intake_full),
