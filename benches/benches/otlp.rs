@@ -10,8 +10,8 @@
 //!
 //! 1. In process, one thread, thread CPU time, in the same run and over the same encoded
 //!    requests: decode only (`ExportMetricsServiceRequest::decode`, the baseline) against
-//!    the whole intake path: decode + `prepare` (the receiving task's share) + `Mapper::map`
-//!    + `Evaluator::ingest` + `drain_events` (the engine task's share). Windows are full
+//!    the whole intake path: decode, `prepare` (the receiving task's share), `Mapper::map`,
+//!    `Evaluator::ingest` and `drain_events` (the engine task's share). Windows are full
 //!    (warm-up steps first). Prints points/s of each and the ratio to the baseline.
 //! 2. End to end, when `VIGIL_BIN` names a `vigil` binary: starts `vigil run` on loopback
 //!    with the same rules, sends a fixed number of requests over OTLP/HTTP protobuf on a

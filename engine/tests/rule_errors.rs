@@ -72,7 +72,7 @@ fn rule_errors_match_goldens() {
 fn every_case_is_an_error() {
     for dir in cases() {
         assert!(
-            RuleSet::load(&[dir.clone()]).is_err(),
+            RuleSet::load(std::slice::from_ref(&dir)).is_err(),
             "{} loads without error",
             dir.display()
         );

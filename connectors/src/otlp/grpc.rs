@@ -8,8 +8,9 @@
 //! | RESOURCE_EXHAUSTED + `RetryInfo` | the engine's intake queue is full |
 //! | UNAVAILABLE | the engine has stopped |
 //!
-//! Undecodable and oversized messages are answered by tonic's codec (`INTERNAL`,
-//! `OUT_OF_RANGE` / `RESOURCE_EXHAUSTED`); they are not counted per outcome.
+//! Undecodable and oversized messages are answered by tonic's codec: `INTERNAL`, and
+//! `OUT_OF_RANGE` (over `max_request_bytes` as sent) or `RESOURCE_EXHAUSTED` (over it
+//! after decompression); they never reach Vigil's code and are not counted per outcome.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -232,6 +232,8 @@ async fn export(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(resp) => {
             let body = match format {
                 Format::Protobuf => resp.encode_to_vec(),
+                // Full success is `{}` (not `"partialSuccess": null`).
+                Format::Json if resp.partial_success.is_none() => b"{}".to_vec(),
                 Format::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
             };
             (

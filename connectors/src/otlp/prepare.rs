@@ -247,7 +247,11 @@ fn exponential(p: &mut ExponentialHistogramDataPoint, name: &str, w: &mut Walk<'
                 i64::from(b.offset) + b.bucket_counts.len() as i64 > i64::from(i32::MAX)
             })
         };
-        if bad(&p.positive) || bad(&p.negative) || !(p.zero_threshold >= 0.0) {
+        if bad(&p.positive)
+            || bad(&p.negative)
+            || p.zero_threshold.is_nan()
+            || p.zero_threshold < 0.0
+        {
             w.reject(name, "exponential histogram buckets out of range");
             return false;
         }

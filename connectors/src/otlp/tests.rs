@@ -160,6 +160,7 @@ async fn http_protobuf_json_and_gzip_are_accepted() {
     .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.text().await.unwrap(), "{}");
 
     assert_eq!(r.intake.points(), 5);
     let got = r.intake.got.lock().unwrap();
@@ -430,6 +431,31 @@ async fn grpc_export_gzip_partial_success_and_backpressure() {
         .unwrap()
         .iter()
         .all(|b| b.protocol == Protocol::Grpc));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_messages_over_the_size_limit_are_refused() {
+    let r = start(OtlpConfig {
+        max_request_bytes: 600,
+        ..OtlpConfig::default()
+    })
+    .await;
+    // 200 equal points: large as sent, tiny gzipped.
+    let big = request(vec![gauge(
+        "g",
+        (0..200).map(|_| number(T, 1.0, vec![])).collect(),
+    )]);
+    assert!(big.encoded_len() > 600);
+    let mut c = MetricsServiceClient::connect(format!("http://{}", r.grpc))
+        .await
+        .unwrap();
+    let err = c.export(big.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    // Compressed it fits as sent, but not once decompressed.
+    let mut c = c.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    let err = c.export(big).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert_eq!(r.intake.points(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ratio_score, zscore, Direction, ParamError, Verdict};
+use super::{is_flat, ratio_score, zscore, Direction, ParamError, Verdict};
 use crate::duration::Duration;
 
 /// Settings of the `zscore` detector.
@@ -119,6 +119,8 @@ pub struct ZScoreState {
     ring: Box<[f64]>,
     /// Slot number (ts / slot_ms) of the newest point; i64::MIN before the first.
     head: i64,
+    /// Ring index of `head` (head mod capacity), kept to avoid a division per point.
+    head_idx: u32,
     count: u32,
     shift: f64,
     s1: f64,
@@ -131,6 +133,7 @@ impl ZScoreState {
         ZScoreState {
             ring: vec![f64::NAN; p.capacity].into_boxed_slice(),
             head: i64::MIN,
+            head_idx: 0,
             count: 0,
             shift: 0.0,
             s1: 0.0,
@@ -213,39 +216,79 @@ impl ZScoreState {
         active: bool,
     ) -> Verdict {
         let cap = self.ring.len();
-        let slot = ts.div_euclid(p.slot_ms);
+        // The slot of `ts`: the same or the next slot (the common cases) without an
+        // integer division.
+        let slot = if self.head == i64::MIN {
+            ts.div_euclid(p.slot_ms)
+        } else {
+            let off = ts - self.head * p.slot_ms;
+            if (0..p.slot_ms).contains(&off) {
+                self.head
+            } else if (p.slot_ms..2 * p.slot_ms).contains(&off) {
+                self.head + 1
+            } else {
+                ts.div_euclid(p.slot_ms)
+            }
+        };
+        let mut head_idx = self.head_idx as usize;
         if self.head == i64::MIN {
             self.head = slot;
             self.shift = x;
+            head_idx = slot.rem_euclid(cap as i64) as usize;
         } else if slot > self.head {
             let gap = (slot - self.head).min(cap as i64) as usize;
-            for k in 1..=gap {
-                let idx = (self.head + k as i64).rem_euclid(cap as i64) as usize;
-                self.remove_at(idx);
+            for _ in 0..gap {
+                head_idx = if head_idx + 1 == cap { 0 } else { head_idx + 1 };
+                self.remove_at(head_idx);
+            }
+            if slot - self.head > cap as i64 {
+                head_idx = slot.rem_euclid(cap as i64) as usize;
             }
             self.head = slot;
         }
-        // Score against the window as it is before this point joins it.
+        self.head_idx = head_idx as u32;
+        // Score against the window as it is before this point joins it. Decided as
+        // d > limit * sd and scored as d / (d + threshold * sd): the same as comparing
+        // and scoring z = d / sd, with one division fewer.
         let verdict = if self.count >= c.min_samples {
-            let (mean, sd) = self.moments();
-            let z = zscore(x, mean, sd);
-            let d = c.direction.signed(z);
+            let inv_n = 1.0 / f64::from(self.count);
+            let m1 = self.s1 * inv_n;
+            let sd = (self.s2 * inv_n - m1 * m1).max(0.0).sqrt();
+            let mean = self.shift + m1;
             let limit = if active {
                 c.recover.unwrap_or(c.threshold)
             } else {
                 c.threshold
             };
-            let band = (mean - c.threshold * sd, mean + c.threshold * sd);
-            Verdict {
-                anomalous: d > limit,
-                score: ratio_score(d, c.threshold),
-                band: Some(band),
+            let band = Some((mean - c.threshold * sd, mean + c.threshold * sd));
+            if is_flat(sd, mean) {
+                let d = c.direction.signed(zscore(x, mean, sd));
+                Verdict {
+                    anomalous: d > limit,
+                    score: ratio_score(d, c.threshold),
+                    band,
+                }
+            } else {
+                let d = c.direction.signed(x - mean);
+                Verdict {
+                    anomalous: d > limit * sd,
+                    score: if d > 0.0 {
+                        d / (d + c.threshold * sd)
+                    } else {
+                        0.0
+                    },
+                    band,
+                }
             }
         } else {
             Verdict::UNKNOWN
         };
         if slot > self.head - cap as i64 {
-            let idx = slot.rem_euclid(cap as i64) as usize;
+            let idx = if slot == self.head {
+                head_idx
+            } else {
+                slot.rem_euclid(cap as i64) as usize
+            };
             self.remove_at(idx);
             self.ring[idx] = x;
             let d = x - self.shift;

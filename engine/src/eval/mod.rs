@@ -831,7 +831,13 @@ impl Evaluator {
             .max()
             .unwrap_or(300_000);
         let mut first = i64::MAX;
-        for e in self.series.entries.iter().filter(|e| e.live) {
+        // Expired series kept for their buffered samples wait for those, not a sweep.
+        for e in self
+            .series
+            .entries
+            .iter()
+            .filter(|e| e.live && !(e.routes.is_none() && e.buffered > 0))
+        {
             let last = if e.last_ts != UNSTARTED {
                 e.last_ts
             } else {
