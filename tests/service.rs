@@ -214,16 +214,26 @@ fn checkpoint_survives_kill_9_without_renotifying() {
         before,
         "firing and pending alerts (with their activeAt) survive kill -9"
     );
-    // Keep going: SlowBurn's `for` timer kept counting from its original activeAt.
-    let more = jsonl(
-        "latency_seconds",
-        r#"{"service":"checkout"}"#,
-        &[(T0 + 3_700_000, 2.5), (T0 + 3_710_000, 2.5)],
-    );
+    // Keep going, a sample a minute (inside the 5m staleness, so the series stays live):
+    // SlowBurn's `for` timer kept counting from its original activeAt (T0+30s), so it
+    // fires at T0+3630s, not an hour after the restart.
+    let pts: Vec<(i64, f64)> = (1..=61).map(|i| (T0 + 60_000 + i * 60_000, 2.5)).collect();
+    let more = jsonl("latency_seconds", r#"{"service":"checkout"}"#, &pts);
     assert_eq!(v2.post("/api/v1/import", &more).0, 200);
     v2.wait_until(Duration::from_secs(10), "SlowBurn firing", || {
         alert_states(&v2).iter().filter(|a| a.1 == "firing").count() == 2
     });
+    let slow = |states: &[(String, String, String)]| {
+        states
+            .iter()
+            .find(|a| a.0 == "SlowBurn")
+            .map(|a| a.2.clone())
+    };
+    assert_eq!(
+        slow(&alert_states(&v2)),
+        slow(&before),
+        "SlowBurn keeps the activeAt it had before the restart"
+    );
     let out = std::fs::read_to_string(&v2.stdout).unwrap();
     assert!(
         !out.lines().any(|l| l.contains("HighLatency")),
