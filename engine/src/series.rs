@@ -68,6 +68,9 @@ pub struct SeriesRegistry {
     pub(crate) free: Vec<u32>,
     index: LabelIndex,
     scratch: Vec<u8>,
+    /// A series was interned since the evaluator last looked (its staleness clock
+    /// starts at the next expiry sweep, which must not be skipped).
+    pub(crate) fresh: bool,
 }
 
 impl SeriesRegistry {
@@ -127,6 +130,7 @@ impl SeriesRegistry {
         };
         let entries = &self.entries;
         self.index.insert(buf, id, |i| &entries[i as usize].labels);
+        self.fresh = true;
         id
     }
 

@@ -1410,7 +1410,6 @@ proptest! {
     /// Timestamps anywhere in the accepted range (1970..9999), with jumps across it, and
     /// no compound rule.
     #[test]
-    #[ignore = "engine bug: after an idle stretch the next sweep is scheduled past 9999 and new series never expire, so a step rule steps through every interval; see series_expire_after_an_idle_stretch"]
     fn jumps_across_the_accepted_range_never_panic(ops in ops(prop_oneof![
         0..=MAX_TS,
         prop::sample::select(vec![0, 1, MAX_TS, MAX_TS - 1]),
@@ -1420,7 +1419,6 @@ proptest! {
 
     /// Timestamps anywhere in the accepted range (1970..9999), with jumps across it.
     #[test]
-    #[ignore = "engine bug: compound rules never skip idle steps: a jump across the range steps through every interval; see idle_compound_rule_does_not_hang"]
     fn jumps_across_the_accepted_range_with_compound_rules_never_panic(ops in ops(prop_oneof![
         0..=MAX_TS,
         prop::sample::select(vec![0, 1, MAX_TS, MAX_TS - 1]),
@@ -1558,7 +1556,6 @@ fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
 }
 
 #[test]
-#[ignore = "engine bug: compound rules never skip idle steps: one step per interval across the jump; see idle_compound_rule_does_not_hang"]
 fn jump_across_the_accepted_range_does_not_hang() {
     within(10, || {
         // The whole accepted range in one jump, with state in every kind of step rule.
@@ -1600,7 +1597,6 @@ fn expired_series_with_a_buffered_sample_does_not_hang() {
 }
 
 #[test]
-#[ignore = "engine bug: compound rules never skip idle steps: one step per interval across a jump"]
 fn idle_compound_rule_does_not_hang() {
     within(10, || {
         let rules = "group: g\ninterval: 10s\nrules:\n  - name: T\n    select: x\n    by: [node]\n    detect: { threshold: { above: 1 } }\n  - name: C\n    compound: { any: [T], within: 1m, on: [node] }\n";
@@ -1798,7 +1794,6 @@ fn compound_steps_do_not_depend_on_how_the_watermark_moves() {
 }
 
 #[test]
-#[ignore = "engine bug: with nothing live, next_expiry schedules the next sweep past 9999 (i64::MAX candidate), and new series or states do not bring it back: they never expire"]
 fn series_expire_after_an_idle_stretch() {
     let rules = compile(
         "group: g\ninterval: 10s\nrules:\n  - name: High\n    select: x\n    detect: { threshold: { above: 5 } }\n",
@@ -1842,4 +1837,49 @@ fn series_expire_after_an_idle_stretch() {
         0,
         "x is still live an hour after its last sample"
     );
+}
+
+#[test]
+fn idle_compound_rule_wakes_as_if_it_had_stepped() {
+    // C loses its states a day after A last fired, skips its idle steps, and must come
+    // back at the step where T fires two days later, exactly as when the watermark
+    // moves one interval at a time.
+    let rules = compile(
+        "group: g\ninterval: 10s\nrules:\n  - name: T\n    select: x\n    by: [node]\n    detect: { threshold: { above: 5 } }\n  - name: A\n    select: x\n    by: [node]\n    detect: { absent: { intervals: 3 } }\n  - name: C\n    compound: { any: [T, A], within: 1m, on: [node] }\n    for: 20s\n",
+    );
+    let day = 86_400_000;
+    let run = |stepwise: bool| {
+        let mut ev = Evaluator::new(Arc::clone(&rules), cfg(0));
+        let mut out = Vec::new();
+        let feed = |ev: &mut Evaluator, ts: i64, value: f64| {
+            let x = ev.intern(&labels_of(&[("__name__", "x"), ("node", "n1")]));
+            ev.ingest(&[Sample {
+                series: x,
+                ts,
+                value,
+            }]);
+        };
+        feed(&mut ev, 0, 1.0);
+        let until = 3 * day + 5_000;
+        if stepwise {
+            for w in (1..).map(|i| i * 10_000).take_while(|&w| w < until) {
+                ev.advance_watermark(w);
+                drain(&mut ev, &mut out);
+            }
+        }
+        for ts in [until, until + 10_000, until + 20_000, until + 30_000] {
+            feed(&mut ev, ts, 9.0);
+        }
+        ev.advance_watermark(until + 600_000);
+        drain(&mut ev, &mut out);
+        (out, ev.rule_stats(2).evaluations)
+    };
+    let (jump, jump_evals) = run(false);
+    let (steps, step_evals) = run(true);
+    assert!(
+        jump.iter().filter(|e| e.contains("rule: \"C\"")).count() >= 4,
+        "{jump:#?}"
+    );
+    assert_eq!(jump, steps);
+    assert_eq!(jump_evals, step_evals);
 }

@@ -241,7 +241,13 @@ pub struct Evaluator {
     events: Vec<Event>,
     /// Earliest step time of any step rule, or the next sweep.
     next_due: i64,
+    /// Next expiry sweep: a multiple of [`SWEEP_MS`] no later than the first sweep
+    /// that can expire anything (see [`Evaluator::next_expiry`]). Whatever is created
+    /// later lowers it again ([`Evaluator::expiry_at`]), so sweeps skipped over an idle
+    /// stretch change nothing.
     next_sweep: i64,
+    /// Largest staleness of any rule: a series expires that long after its last sample.
+    max_staleness: i64,
     notices: Vec<Notice>,
     /// (rule, fingerprint) of alerts whose whole history is recorded.
     traced: std::collections::HashSet<(Arc<str>, u64)>,
@@ -264,6 +270,12 @@ impl Evaluator {
     /// An evaluator for `rules` with no state.
     pub fn new(rules: Arc<RuleSet>, config: EvaluatorConfig) -> Self {
         let states = rules.rules.iter().map(|_| RuleState::new()).collect();
+        let max_staleness = rules
+            .rules
+            .iter()
+            .map(|r| r.staleness_ms)
+            .max()
+            .unwrap_or(300_000);
         Evaluator {
             rules,
             config,
@@ -276,6 +288,7 @@ impl Evaluator {
             events: Vec::new(),
             next_due: UNSTARTED,
             next_sweep: UNSTARTED,
+            max_staleness,
             notices: Vec::new(),
             traced: std::collections::HashSet::new(),
             scratch: Scratch::default(),
@@ -395,6 +408,11 @@ impl Evaluator {
         if ts <= self.watermark {
             return;
         }
+        if std::mem::take(&mut self.series.fresh) && self.next_sweep != UNSTARTED {
+            // Series interned since the last release: the next sweep (the first one
+            // not run yet) starts their staleness clocks.
+            self.lower_next_sweep(ceil_to(self.watermark, SWEEP_MS));
+        }
         self.watermark = ts;
         self.release();
     }
@@ -471,15 +489,15 @@ impl Evaluator {
                         let st = &mut self.states[i];
                         // A rule with no state and no input has nothing to evaluate until
                         // a sample arrives (at `limit` at the earliest): skip its idle
-                        // steps. Compound rules get states from other rules' steps in
-                        // between, so they never skip.
-                        st.next_step =
-                            if !is_compound && st.keys.live() == 0 && st.inputs.live() == 0 {
-                                let skip = (limit - 1 - t).div_euclid(rule.interval_ms).max(0);
-                                t + (skip + 1) * rule.interval_ms
-                            } else {
-                                t + rule.interval_ms
-                            };
+                        // steps. A compound rule gets its states from other rules'
+                        // evaluations, possibly at steps before `limit`: the first one
+                        // brings its next step back (`apply_compound_updates`).
+                        st.next_step = if st.keys.live() == 0 && st.inputs.live() == 0 {
+                            let skip = (limit - 1 - t).div_euclid(rule.interval_ms).max(0);
+                            t + (skip + 1) * rule.interval_ms
+                        } else {
+                            t + rule.interval_ms
+                        };
                     }
                 }
             }
@@ -502,15 +520,28 @@ impl Evaluator {
         entry.buffered = entry.buffered.saturating_sub(1);
         if s.ts <= entry.last_ts {
             self.stats.duplicate += 1;
+            if entry.buffered == 0 && entry.routes.is_none() {
+                // An expired series kept for this sample: the next sweep removes it.
+                let at = entry
+                    .last_ts
+                    .saturating_add(self.max_staleness)
+                    .max(s.ts - 1);
+                self.expiry_at(at);
+            }
             return;
         }
         entry.last_ts = s.ts;
+        let expires = s.ts.saturating_add(self.max_staleness);
+        if expires < self.next_sweep {
+            // A new or revived series (a live one was already due no earlier).
+            self.expiry_at(expires);
+        }
         if is_stale_marker(s.value) {
             self.stats.stale_markers += 1;
             return;
         }
         self.stats.evaluated += 1;
-        if entry.routes.is_none() {
+        if self.series.entries[s.series as usize].routes.is_none() {
             let routes = self.route(s.series, s.ts);
             self.series.entries[s.series as usize].routes = Some(routes);
         }
@@ -583,6 +614,10 @@ impl Evaluator {
             }
             None => {
                 let k = st.keys.insert(buf, Key::new(rule, born));
+                if matches!(rule.kind, RuleKind::Absent { .. }) {
+                    // Kept past its inputs' expiry.
+                    self.expiry_at(born.saturating_add(ABSENT_RETENTION_MS));
+                }
                 self.maybe_trace(i, k);
                 k
             }
@@ -663,6 +698,14 @@ impl Evaluator {
                 }
                 None => {
                     let k = st.keys.insert(buf, Key::new(rule, *ts));
+                    // Wake the rule if it skipped its idle steps: its first step at or
+                    // after `ts` (not run yet: compound rules step after the others).
+                    let step = ceil_to(*ts, rule.interval_ms);
+                    if st.next_step != UNSTARTED && step < st.next_step {
+                        st.next_step = step;
+                        self.next_due = self.next_due.min(step);
+                    }
+                    self.expiry_at(ts.saturating_add(ABSENT_RETENTION_MS));
                     self.maybe_trace(*c, k);
                     k
                 }
@@ -823,13 +866,7 @@ impl Evaluator {
     /// the sweep period past the earliest expiry, so long silences are crossed in one
     /// jump instead of one sweep every 30 s.
     fn next_expiry(&self, t: i64) -> i64 {
-        let max_staleness = self
-            .rules
-            .rules
-            .iter()
-            .map(|r| r.staleness_ms)
-            .max()
-            .unwrap_or(300_000);
+        let max_staleness = self.max_staleness;
         let mut first = i64::MAX;
         // Expired series kept for their buffered samples wait for those, not a sweep.
         for e in self
@@ -862,16 +899,26 @@ impl Evaluator {
         next.max(t + SWEEP_MS)
     }
 
+    /// Something created during evaluation can expire once event time passes `at`
+    /// (at or after the sample or step being evaluated): brings the next sweep back to
+    /// the first sweep after `at` if it was scheduled later.
+    fn expiry_at(&mut self, at: i64) {
+        if self.next_sweep != UNSTARTED {
+            let sweep = at.min(MAX_TS + SWEEP_MS).div_euclid(SWEEP_MS) * SWEEP_MS + SWEEP_MS;
+            self.lower_next_sweep(sweep);
+        }
+    }
+
+    fn lower_next_sweep(&mut self, sweep: i64) {
+        if sweep < self.next_sweep {
+            self.next_sweep = sweep;
+            self.next_due = self.next_due.min(sweep);
+        }
+    }
+
     /// Expires silent series and the states they leave behind.
     fn sweep(&mut self, t: i64) {
-        let max_staleness = self
-            .rules
-            .rules
-            .iter()
-            .map(|r| r.staleness_ms)
-            .max()
-            .unwrap_or(300_000);
-        let horizon = t - max_staleness;
+        let horizon = t - self.max_staleness;
         // Expiry looks only at evaluated samples (every sample up to `t` has been), so
         // it does not depend on how the input was batched.
         for id in 0..self.series.entries.len() {
@@ -1094,6 +1141,16 @@ impl Evaluator {
     /// Approximate heap bytes held by series and rule state.
     pub fn heap_bytes(&self) -> usize {
         self.series.heap_bytes() + self.states.iter().map(RuleState::heap_bytes).sum::<usize>()
+    }
+}
+
+/// The first multiple of `step` at or after `t`.
+fn ceil_to(t: i64, step: i64) -> i64 {
+    let down = t.div_euclid(step) * step;
+    if down == t {
+        t
+    } else {
+        down + step
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::state::RuleState;
-use super::{Evaluator, EvaluatorConfig, Stats, MAX_TS, SWEEP_MS, UNSTARTED};
+use super::{ceil_to, Evaluator, EvaluatorConfig, Stats, MAX_TS, SWEEP_MS, UNSTARTED};
 use crate::rule::{RuleKind, RuleSet};
 use crate::series::{Entry, Route, Sample, REFUSED};
 
@@ -174,6 +174,13 @@ impl Evaluator {
                 "a step time lies behind the watermark".into(),
             ));
         }
+        // Series interned but not yet seen by a sweep: as if interned just now.
+        ev.series.fresh = ev
+            .series
+            .entries
+            .iter()
+            .any(|e| e.live && e.last_ts == UNSTARTED && e.idle_since == UNSTARTED);
+        let sweep_before_routing = ev.next_sweep;
         // Routes: carried rules keep their inputs; other rules route live series afresh.
         let mut routes: Vec<Vec<Route>> = vec![Vec::new(); ev.series.entries.len()];
         for (i, st) in ev.states.iter().enumerate() {
@@ -207,6 +214,11 @@ impl Evaluator {
             }
             series_routes.sort_by_key(|r| r.rule);
             ev.series.entries[id].routes = Some(std::mem::take(series_routes).into_boxed_slice());
+        }
+        if ev.next_sweep < sweep_before_routing {
+            // New states of absent rules brought the sweep back, at most to the first
+            // one not run yet.
+            ev.next_sweep = ev.next_sweep.max(ceil_to(ev.watermark, SWEEP_MS));
         }
         if ev.next_sweep != UNSTARTED {
             let w = ev.watermark;
