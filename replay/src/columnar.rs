@@ -343,8 +343,15 @@ impl Recorder {
     }
 
     fn open(&mut self, ts: i64) -> Result<(), RecordError> {
-        self.seq += 1;
-        let path = self.dir.join(format!("vigil-{ts}-{:04}.parquet", self.seq));
+        // Never replace a file of an earlier recording into the same directory (a
+        // restarted service, the same input recorded twice).
+        let path = loop {
+            self.seq += 1;
+            let path = self.dir.join(format!("vigil-{ts}-{:04}.parquet", self.seq));
+            if !path.exists() && !path.with_extension("parquet.tmp").exists() {
+                break path;
+            }
+        };
         let tmp = path.with_extension("parquet.tmp");
         let f = File::create(&tmp).map_err(|e| self.err(format!("{}: {e}", tmp.display())))?;
         let props = WriterProperties::builder()
@@ -406,6 +413,16 @@ impl Recorder {
     pub fn rows(&self) -> u64 {
         self.rows
     }
+
+    /// The files completed so far (renamed into place), oldest first.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Whether a file is open (samples were recorded since the last rotation).
+    pub fn is_open(&self) -> bool {
+        self.writer.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -445,5 +462,22 @@ mod tests {
         }
         assert_eq!(rows.len(), 100);
         assert_eq!(rows[99], (99_000, 99.0));
+    }
+
+    #[test]
+    fn a_second_recording_into_the_same_directory_keeps_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Labels::new();
+        l.insert(METRIC_NAME.into(), "cpu".into());
+        let mut files = Vec::new();
+        for run in 0..2 {
+            let mut r = Recorder::new(dir.path(), Rotation::default()).unwrap();
+            r.record(&l, 1000, f64::from(run)).unwrap();
+            assert!(r.is_open());
+            files.extend(r.finish().unwrap());
+        }
+        assert_eq!(files.len(), 2);
+        assert_ne!(files[0], files[1], "same first timestamp, distinct files");
+        assert!(files.iter().all(|f| f.exists()));
     }
 }
