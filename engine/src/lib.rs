@@ -21,6 +21,7 @@ pub mod duration;
 pub mod eval;
 pub mod labels;
 pub mod lifecycle;
+mod paged;
 pub mod rule;
 pub mod ruletest;
 pub mod selector;

@@ -36,53 +36,82 @@ impl AlertState {
 
 const NONE: i64 = i64::MIN;
 
-/// Lifecycle memory of one state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Lifecycle memory of one state. Most states are never active, so everything but the
+/// current state lives in a [`Detail`] allocated when the condition first holds (or
+/// flips, with flap damping) and dropped once the state is inactive with nothing left to
+/// remember.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Track {
     /// Current state: Inactive, Pending or Firing.
     pub state: AlertState,
-    /// When the condition became true (pending since).
-    pub active_at: i64,
-    /// When the alert started firing.
-    pub fired_at: i64,
-    keep_firing_since: i64,
-    /// Last evaluated value and score.
-    pub value: f64,
-    /// Last score.
-    pub score: f64,
-    /// Held by flap damping.
-    pub flapping: bool,
     last_cond: bool,
+    detail: Option<Box<Detail>>,
+}
+
+/// The part of a [`Track`] that matters only around an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Detail {
+    active_at: i64,
+    fired_at: i64,
+    keep_firing_since: i64,
+    value: f64,
+    score: f64,
+    flapping: bool,
     /// Timestamps of recent condition changes (flap damping only).
     changes: Vec<i64>,
 }
 
-impl Default for Track {
+impl Default for Detail {
     fn default() -> Self {
-        Track {
-            state: AlertState::Inactive,
+        Detail {
             active_at: NONE,
             fired_at: NONE,
             keep_firing_since: NONE,
             value: f64::NAN,
             score: 0.0,
             flapping: false,
-            last_cond: false,
             changes: Vec::new(),
         }
     }
 }
 
 impl Track {
-    /// Heap bytes held (flap history).
+    /// Heap bytes held (the detail and its flap history).
     pub fn heap_bytes(&self) -> usize {
-        self.changes.capacity() * 8
+        self.detail.as_ref().map_or(0, |d| {
+            std::mem::size_of::<Detail>() + d.changes.capacity() * 8
+        })
     }
 
     /// Whether pending or firing (detectors then apply their recovery threshold).
     #[inline]
     pub fn is_active(&self) -> bool {
         self.state != AlertState::Inactive
+    }
+
+    /// When the condition became true (pending since); `i64::MIN` when inactive.
+    pub fn active_at(&self) -> i64 {
+        self.detail.as_ref().map_or(NONE, |d| d.active_at)
+    }
+
+    /// When the alert started firing; `i64::MIN` when not firing.
+    pub fn fired_at(&self) -> i64 {
+        self.detail.as_ref().map_or(NONE, |d| d.fired_at)
+    }
+
+    /// Value of the last evaluation of an active state (or of its last transition).
+    pub fn value(&self) -> f64 {
+        self.detail.as_ref().map_or(f64::NAN, |d| d.value)
+    }
+
+    /// Score of the last evaluation of an active state (or of its last transition).
+    pub fn score(&self) -> f64 {
+        self.detail.as_ref().map_or(0.0, |d| d.score)
+    }
+
+    /// Held by flap damping.
+    pub fn flapping(&self) -> bool {
+        self.detail.as_ref().is_some_and(|d| d.flapping)
     }
 
     /// Applies one evaluation at `ts`. Returns the new state when it changed:
@@ -96,52 +125,72 @@ impl Track {
         score: f64,
         born: i64,
     ) -> Option<AlertState> {
-        self.value = value;
-        self.score = score;
         let cond = cond && ts.saturating_sub(born) >= rule.new_series_delay_ms;
+        let flips = rule.flapping.is_some() && cond != self.last_cond;
+        if self.state == AlertState::Inactive {
+            // Kept after the last transition (its value was reported); dropped once
+            // flap damping no longer needs its changes (older than the span never
+            // count again, as time only moves forward).
+            let idle = |d: &Detail| {
+                !d.flapping
+                    && rule
+                        .flapping
+                        .is_none_or(|(_, span)| d.changes.iter().all(|&t| t <= ts - span))
+            };
+            if self.detail.as_deref().is_some_and(idle) {
+                self.detail = None;
+            }
+            if !cond && !flips && self.detail.is_none() {
+                self.last_cond = cond;
+                return None;
+            }
+        }
+        let d = self.detail.get_or_insert_with(Box::default);
+        d.value = value;
+        d.score = score;
         if let Some((max_changes, span)) = rule.flapping {
             if cond != self.last_cond {
-                if self.changes.len() > max_changes as usize {
-                    self.changes.remove(0);
+                if d.changes.len() > max_changes as usize {
+                    d.changes.remove(0);
                 }
-                self.changes.push(ts);
+                d.changes.push(ts);
             }
-            let recent = self.changes.iter().filter(|&&t| t > ts - span).count();
+            let recent = d.changes.iter().filter(|&&t| t > ts - span).count();
             if recent > max_changes as usize {
-                self.flapping = true;
-            } else if self.flapping && recent == 0 {
-                self.flapping = false;
+                d.flapping = true;
+            } else if d.flapping && recent == 0 {
+                d.flapping = false;
             }
         }
         self.last_cond = cond;
-        if self.flapping {
-            self.keep_firing_since = NONE;
+        if d.flapping {
+            d.keep_firing_since = NONE;
             if self.state != AlertState::Firing {
                 if self.state == AlertState::Inactive {
-                    self.active_at = ts;
+                    d.active_at = ts;
                 }
                 self.state = AlertState::Firing;
-                self.fired_at = ts;
+                d.fired_at = ts;
                 return Some(AlertState::Firing);
             }
             return None;
         }
         if cond {
-            self.keep_firing_since = NONE;
+            d.keep_firing_since = NONE;
             match self.state {
                 AlertState::Inactive => {
-                    self.active_at = ts;
+                    d.active_at = ts;
                     if rule.for_ms == 0 {
                         self.state = AlertState::Firing;
-                        self.fired_at = ts;
+                        d.fired_at = ts;
                         return Some(AlertState::Firing);
                     }
                     self.state = AlertState::Pending;
                     Some(AlertState::Pending)
                 }
-                AlertState::Pending if ts - self.active_at >= rule.for_ms => {
+                AlertState::Pending if ts - d.active_at >= rule.for_ms => {
                     self.state = AlertState::Firing;
-                    self.fired_at = ts;
+                    d.fired_at = ts;
                     Some(AlertState::Firing)
                 }
                 _ => None,
@@ -150,33 +199,28 @@ impl Track {
             match self.state {
                 AlertState::Pending => {
                     self.state = AlertState::Inactive;
-                    self.active_at = NONE;
+                    d.active_at = NONE;
                     Some(AlertState::Inactive)
                 }
                 AlertState::Firing => {
                     if rule.keep_firing_for_ms > 0 {
-                        if self.keep_firing_since == NONE {
-                            self.keep_firing_since = ts;
+                        if d.keep_firing_since == NONE {
+                            d.keep_firing_since = ts;
                         }
-                        if ts - self.keep_firing_since < rule.keep_firing_for_ms {
+                        if ts - d.keep_firing_since < rule.keep_firing_for_ms {
                             return None;
                         }
                     }
-                    self.resolve();
+                    self.state = AlertState::Inactive;
+                    d.active_at = NONE;
+                    d.fired_at = NONE;
+                    d.keep_firing_since = NONE;
+                    d.flapping = false;
                     Some(AlertState::Resolved)
                 }
                 _ => None,
             }
         }
-    }
-
-    /// Ends the alert (state expiry or resolution).
-    pub fn resolve(&mut self) {
-        self.state = AlertState::Inactive;
-        self.active_at = NONE;
-        self.fired_at = NONE;
-        self.keep_firing_since = NONE;
-        self.flapping = false;
     }
 }
 
@@ -269,7 +313,7 @@ mod tests {
                 Some(AlertState::Firing)
             ]
         );
-        assert!(t.flapping && t.state == AlertState::Firing);
+        assert!(t.flapping() && t.state == AlertState::Firing);
         assert_eq!(seen[3..], [None, None, None]);
         // Quiet (false) for 10m: released, then resolves.
         let mut out = None;
@@ -284,6 +328,6 @@ mod tests {
             Some((15, AlertState::Resolved)),
             "last change at 5m, quiet span 10m"
         );
-        assert!(!t.flapping);
+        assert!(!t.flapping());
     }
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::labels::{self, LabelBuf, LabelIndex, Labels};
+use crate::paged::Paged;
 
 /// Compact id of an interned series.
 pub type SeriesId = u32;
@@ -64,7 +65,7 @@ pub(crate) struct Entry {
 /// Interns label sets.
 #[derive(Debug, Clone, Default)]
 pub struct SeriesRegistry {
-    pub(crate) entries: Vec<Entry>,
+    pub(crate) entries: Paged<Entry>,
     pub(crate) free: Vec<u32>,
     index: LabelIndex,
     scratch: Vec<u8>,
@@ -175,7 +176,7 @@ impl SeriesRegistry {
 
     /// Heap bytes held (labels, entries, routes, index).
     pub fn heap_bytes(&self) -> usize {
-        let entries = self.entries.capacity() * std::mem::size_of::<Entry>();
+        let entries = self.entries.heap_bytes();
         let owned: usize = self
             .entries
             .iter()

@@ -62,6 +62,11 @@ impl GrowthState {
         }
     }
 
+    /// Whether a state read from a snapshot fits `c`.
+    pub(super) fn fits(&self, c: &GrowthConfig) -> bool {
+        self.recent.len() == c.samples as usize + 1 && (self.next as usize) < self.recent.len()
+    }
+
     /// Values kept.
     pub fn capacity(&self) -> usize {
         self.recent.len()

@@ -239,6 +239,20 @@ impl DetectorSpec {
         }
     }
 
+    /// Whether `state` (from a snapshot) fits this detector: the right kind, window
+    /// sizes and indices in range, so that observing it cannot panic.
+    pub fn accepts(&self, state: &DetectorState) -> bool {
+        match (self, state) {
+            (DetectorSpec::ZScore(_, p), DetectorState::ZScore(s)) => s.fits(p),
+            (DetectorSpec::Ewma(..), DetectorState::Ewma(_)) => true,
+            (DetectorSpec::Growth(c), DetectorState::Growth(s)) => s.fits(c),
+            (DetectorSpec::Threshold(_) | DetectorSpec::Absent(_), DetectorState::Stateless) => {
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The points of a windowed detector's window as (ts, value), oldest first.
     pub fn window_points(&self, state: &DetectorState) -> Vec<(i64, f64)> {
         match (self, state) {

@@ -165,6 +165,13 @@ impl ZScoreState {
             .collect()
     }
 
+    /// Whether a state read from a snapshot fits `p`.
+    pub(super) fn fits(&self, p: &Params) -> bool {
+        self.ring.len() == p.capacity
+            && (self.head_idx as usize) < p.capacity
+            && self.count as usize <= p.capacity
+    }
+
     /// Slots in the window.
     pub fn capacity(&self) -> usize {
         self.ring.len()

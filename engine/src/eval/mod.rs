@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use state::Point;
-use state::{Input, Key, RuleState};
+use state::{Input, Key, KeyLabels, RuleState};
 
 use crate::detector::Verdict;
 use crate::labels::{self, Labels, METRIC_NAME};
@@ -583,6 +583,9 @@ impl Evaluator {
         let labels = &self.series.entries[id as usize].labels;
         let buf = &mut self.scratch.buf;
         let mut le = f64::NAN;
+        // A state of a rule without `by` keeps no labels of its own: they are the
+        // series' (without `__name__`).
+        let mut derived = false;
         match &rule.kind {
             RuleKind::Aggregate { by, .. } => labels::project(labels, by, buf),
             RuleKind::Quantile { by, .. } => {
@@ -596,11 +599,15 @@ impl Evaluator {
             }
             _ => match &rule.by {
                 Some(by) => labels::project(labels, by, buf),
-                None => labels::without(labels, &[METRIC_NAME], buf),
+                None => {
+                    labels::without(labels, &[METRIC_NAME], buf);
+                    derived = true;
+                }
             },
         }
         let st = &mut self.states[i];
-        let key = match st.keys.find(buf) {
+        let entries = &self.series.entries;
+        let key = match st.keys.find(buf, entries) {
             Some(k) => k,
             None if st.keys.live() >= rule.max_series as usize => {
                 if !st.cap_noticed {
@@ -613,7 +620,12 @@ impl Evaluator {
                 return REFUSED;
             }
             None => {
-                let k = st.keys.insert(buf, Key::new(rule, born));
+                let labels = if derived {
+                    KeyLabels::Series(id)
+                } else {
+                    KeyLabels::Own(buf.as_slice().into())
+                };
+                let k = st.keys.insert(buf, labels, Key::new(rule, born), entries);
                 if matches!(rule.kind, RuleKind::Absent { .. }) {
                     // Kept past its inputs' expiry.
                     self.expiry_at(born.saturating_add(ABSENT_RETENTION_MS));
@@ -673,10 +685,12 @@ impl Evaluator {
             self.emit(rule, i, k, ts, change);
         }
         let key = self.states[i].keys.get(k);
-        if key.track.state == AlertState::Firing {
+        if key.track.state == AlertState::Firing && !rule.dependents.is_empty() {
+            let mut own = Vec::new();
+            key.labels.write(&self.series.entries, &mut own);
             for &(c, pos) in &rule.dependents {
                 if let RuleKind::Compound(spec) = &self.rules.rules[c].kind {
-                    labels::project(&key.labels, &spec.on, &mut self.scratch.buf);
+                    labels::project(&own, &spec.on, &mut self.scratch.buf);
                     self.scratch
                         .compound
                         .push((c, pos, self.scratch.buf.as_slice().into(), ts));
@@ -690,14 +704,19 @@ impl Evaluator {
         for (c, pos, buf, ts) in &updates {
             let rule = &self.rules.rules[*c];
             let st = &mut self.states[*c];
-            let k = match st.keys.find(buf) {
+            let k = match st.keys.find(buf, &self.series.entries) {
                 Some(k) => k,
                 None if st.keys.live() >= rule.max_series as usize => {
                     st.stats.refused += 1;
                     continue;
                 }
                 None => {
-                    let k = st.keys.insert(buf, Key::new(rule, *ts));
+                    let k = st.keys.insert(
+                        buf,
+                        KeyLabels::Own(buf.clone()),
+                        Key::new(rule, *ts),
+                        &self.series.entries,
+                    );
                     // Wake the rule if it skipped its idle steps: its first step at or
                     // after `ts` (not run yet: compound rules step after the others).
                     let step = ceil_to(*ts, rule.interval_ms);
@@ -712,7 +731,7 @@ impl Evaluator {
             };
             let st = &mut self.states[*c];
             let key = st.keys.get_mut(k);
-            key.fired[*pos] = *ts;
+            key.set_fired(*pos, *ts);
             key.last_seen = *ts;
         }
         self.scratch.compound = updates;
@@ -825,7 +844,7 @@ impl Evaluator {
                     .map(|(k, key)| {
                         (
                             k,
-                            key.fired
+                            key.fired()
                                 .iter()
                                 .filter(|&&f| f != UNSTARTED && f >= since)
                                 .count(),
@@ -920,7 +939,9 @@ impl Evaluator {
     fn sweep(&mut self, t: i64) {
         let horizon = t - self.max_staleness;
         // Expiry looks only at evaluated samples (every sample up to `t` has been), so
-        // it does not depend on how the input was batched.
+        // it does not depend on how the input was batched. Expired series are removed
+        // last: states may still read their labels (ascending ids).
+        let mut removed = Vec::new();
         for id in 0..self.series.entries.len() {
             let e = &mut self.series.entries[id];
             if !e.live {
@@ -951,7 +972,7 @@ impl Evaluator {
                 self.stats.expired_series += 1;
             }
             if e.buffered == 0 {
-                self.series.remove(id as u32);
+                removed.push(id as u32);
             } else {
                 // Samples are on their way: they start the series afresh.
                 e.idle_since = UNSTARTED;
@@ -959,17 +980,30 @@ impl Evaluator {
         }
         let rules = Arc::clone(&self.rules);
         for (i, rule) in rules.rules.iter().enumerate() {
-            let expired: Vec<u32> = self.states[i]
-                .keys
-                .iter()
-                .filter(|(_, key)| match rule.kind {
+            let mut expired = Vec::new();
+            let mut orphaned = Vec::new();
+            for (k, key) in self.states[i].keys.iter() {
+                let expires = match rule.kind {
                     RuleKind::Absent { .. } | RuleKind::Compound(_) => {
                         t - key.last_seen > ABSENT_RETENTION_MS
                     }
                     _ => key.refs == 0 && key.last_seen < t - rule.staleness_ms,
-                })
-                .map(|(k, _)| k)
-                .collect();
+                };
+                if expires {
+                    expired.push(k);
+                } else if let KeyLabels::Series(id) = key.labels {
+                    if removed.binary_search(&id).is_ok() {
+                        orphaned.push(k);
+                    }
+                }
+            }
+            for k in orphaned {
+                // The state outlives the series its labels are kept with: copy them.
+                let mut own = Vec::new();
+                let key = self.states[i].keys.get(k);
+                key.labels.write(&self.series.entries, &mut own);
+                self.states[i].keys.get_mut(k).labels = KeyLabels::Own(own.into());
+            }
             for k in expired {
                 let state = self.states[i].keys.get(k).track.state;
                 if state != AlertState::Inactive {
@@ -980,8 +1014,11 @@ impl Evaluator {
                     };
                     self.emit(rule, i, k, t, change);
                 }
-                self.states[i].keys.remove(k);
+                self.states[i].keys.remove(k, &self.series.entries);
             }
+        }
+        for id in removed {
+            self.series.remove(id);
         }
     }
 
@@ -1016,21 +1053,32 @@ impl Evaluator {
         out
     }
 
+    /// The encoded labels of state `k` of rule `i`.
+    fn key_labels(&self, i: usize, k: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.states[i]
+            .keys
+            .get(k)
+            .labels
+            .write(&self.series.entries, &mut out);
+        out
+    }
+
     fn emit(&mut self, rule: &Rule, i: usize, k: u32, ts: i64, change: AlertState) {
+        let labels = Self::alert_labels(rule, &self.key_labels(i, k));
         let key = self.states[i].keys.get(k);
-        let labels = Self::alert_labels(rule, &key.labels);
         let fingerprint = labels::fingerprint(&labels::encode(&labels));
         let track = &key.track;
         let vars = Vars {
             labels: &labels,
-            value: track.value,
-            score: track.score,
+            value: track.value(),
+            score: track.score(),
         };
-        let annotations = Self::annotations(rule, vars, track.flapping);
-        let active_at = if track.active_at == UNSTARTED {
+        let annotations = Self::annotations(rule, vars, track.flapping());
+        let active_at = if track.active_at() == UNSTARTED {
             ts
         } else {
-            track.active_at
+            track.active_at()
         };
         if change == AlertState::Firing {
             for spec in &rule.intents {
@@ -1052,11 +1100,11 @@ impl Evaluator {
             state: change,
             labels,
             annotations,
-            value: track.value,
-            score: track.score,
+            value: track.value(),
+            score: track.score(),
             active_at,
             fingerprint,
-            flapping: track.flapping,
+            flapping: track.flapping(),
             notify: rule.notify,
         }));
     }
@@ -1064,30 +1112,30 @@ impl Evaluator {
     /// Every pending or firing alert, ordered by rule and fingerprint.
     pub fn alerts(&self) -> Vec<ActiveAlert> {
         let mut out = Vec::new();
-        for (rule, st) in self.rules.rules.iter().zip(&self.states) {
-            for (_, key) in st.keys.iter() {
+        for (i, (rule, st)) in self.rules.rules.iter().zip(&self.states).enumerate() {
+            for (k, key) in st.keys.iter() {
                 let track = &key.track;
                 if !track.is_active() {
                     continue;
                 }
-                let labels = Self::alert_labels(rule, &key.labels);
+                let labels = Self::alert_labels(rule, &self.key_labels(i, k));
                 let fingerprint = labels::fingerprint(&labels::encode(&labels));
                 let vars = Vars {
                     labels: &labels,
-                    value: track.value,
-                    score: track.score,
+                    value: track.value(),
+                    score: track.score(),
                 };
                 out.push(ActiveAlert {
                     rule: Arc::clone(&rule.name),
                     state: track.state,
-                    annotations: Self::annotations(rule, vars, track.flapping),
+                    annotations: Self::annotations(rule, vars, track.flapping()),
                     labels,
-                    value: track.value,
-                    score: track.score,
-                    active_at: track.active_at,
-                    fired_at: (track.state == AlertState::Firing).then_some(track.fired_at),
+                    value: track.value(),
+                    score: track.score(),
+                    active_at: track.active_at(),
+                    fired_at: (track.state == AlertState::Firing).then_some(track.fired_at()),
                     fingerprint,
-                    flapping: track.flapping,
+                    flapping: track.flapping(),
                 });
             }
         }
@@ -1101,17 +1149,16 @@ impl Evaluator {
     pub fn series_history(&self, rule: &str, fingerprint: u64) -> Option<SeriesHistory> {
         let i = self.rules.rules.iter().position(|r| &*r.name == rule)?;
         let rule = &self.rules.rules[i];
-        self.states[i].keys.iter().find_map(|(_, key)| {
-            let labels = Self::alert_labels(rule, &key.labels);
+        self.states[i].keys.iter().find_map(|(k, key)| {
+            let labels = Self::alert_labels(rule, &self.key_labels(i, k));
             (labels::fingerprint(&labels::encode(&labels)) == fingerprint).then(|| SeriesHistory {
                 rule: Arc::clone(&rule.name),
                 labels,
                 state: key.track.state,
-                active_at: (key.track.active_at != UNSTARTED).then_some(key.track.active_at),
-                fired_at: (key.track.fired_at != UNSTARTED).then_some(key.track.fired_at),
+                active_at: (key.track.active_at() != UNSTARTED).then_some(key.track.active_at()),
+                fired_at: (key.track.fired_at() != UNSTARTED).then_some(key.track.fired_at()),
                 points: key
-                    .history
-                    .as_ref()
+                    .history()
                     .map(|h| h.0.iter().copied().collect())
                     .unwrap_or_default(),
             })
@@ -1126,15 +1173,17 @@ impl Evaluator {
 
     fn maybe_trace(&mut self, i: usize, k: u32) {
         let rule = &self.rules.rules[i];
-        let key = self.states[i].keys.get_mut(k);
         if self.config.trace_all
             || (!self.traced.is_empty()
                 && self.traced.contains(&(
                     Arc::clone(&rule.name),
-                    labels::fingerprint(&labels::encode(&Self::alert_labels(rule, &key.labels))),
+                    labels::fingerprint(&labels::encode(&Self::alert_labels(
+                        rule,
+                        &self.key_labels(i, k),
+                    ))),
                 )))
         {
-            key.trace();
+            self.states[i].keys.get_mut(k).trace();
         }
     }
 

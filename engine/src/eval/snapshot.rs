@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::RuleState;
+use super::state::{KeyLabels, RuleState};
 use super::{ceil_to, Evaluator, EvaluatorConfig, Stats, MAX_TS, SWEEP_MS, UNSTARTED};
+use crate::paged::Paged;
 use crate::rule::{RuleKind, RuleSet};
 use crate::series::{Entry, Route, Sample, REFUSED};
 
 const MAGIC: &[u8; 4] = b"VGL\0";
 /// Bumped whenever the snapshot layout changes.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +46,7 @@ struct Snap {
     next_sweep: i64,
     pending: Vec<Sample>,
     stats: Stats,
-    entries: Vec<Entry>,
+    entries: Paged<Entry>,
     free: Vec<u32>,
     rules: Vec<(String, u64, RuleState)>,
 }
@@ -122,13 +123,31 @@ impl Evaluator {
                 .iter()
                 .position(|r| *r.name == *name && r.definition == definition)
             {
-                st.keys.reindex();
+                st.keys.reindex(&ev.series.entries);
                 ev.states[i] = st;
                 carried[i] = true;
             }
         }
         // Check indices before trusting them: a corrupt snapshot must not panic later.
-        for st in &ev.states {
+        for (st, rule) in ev.states.iter().zip(&rules.rules) {
+            for (_, key) in st.keys.iter() {
+                if rule
+                    .detector
+                    .as_ref()
+                    .is_some_and(|d| !d.accepts(&key.detector))
+                {
+                    return Err(SnapshotError::Corrupt(
+                        "a detector state does not fit its rule".into(),
+                    ));
+                }
+                if let KeyLabels::Series(id) = key.labels {
+                    if !ev.series.entries.get(id as usize).is_some_and(|e| e.live) {
+                        return Err(SnapshotError::Corrupt(
+                            "a state refers to a missing series".into(),
+                        ));
+                    }
+                }
+            }
             for (_, input) in st.inputs.iter() {
                 let series_ok = ev
                     .series

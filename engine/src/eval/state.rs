@@ -8,16 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use super::RuleStats;
 use crate::detector::{DetectorState, Verdict};
-use crate::labels::{LabelBuf, LabelIndex};
+use hashbrown::HashTable;
+
+use crate::labels::{self, LabelBuf};
 use crate::lifecycle::Track;
+use crate::paged::Paged;
 use crate::rule::{Rule, RuleKind};
-use crate::series::SeriesId;
+use crate::series::{Entry, SeriesId};
 use crate::signal::CounterRate;
 
-/// A vector with stable indices and slot reuse.
+/// A vector with stable indices and slot reuse, stored in pages (no doubling spare).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Slab<T> {
-    items: Vec<Option<T>>,
+    items: Paged<Option<T>>,
     free: Vec<u32>,
     live: usize,
 }
@@ -25,7 +28,7 @@ pub(super) struct Slab<T> {
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab {
-            items: Vec::new(),
+            items: Paged::default(),
             free: Vec::new(),
             live: 0,
         }
@@ -51,6 +54,11 @@ impl<T> Slab<T> {
     #[inline]
     pub(super) fn get(&self, i: u32) -> &T {
         self.items[i as usize].as_ref().expect("live slab slot")
+    }
+
+    /// Heap bytes of the slots and the free list (not the items' own heap).
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.items.heap_bytes() + self.free.capacity() * 4
     }
 
     #[inline]
@@ -114,25 +122,70 @@ pub struct Point {
     pub score: f64,
 }
 
-/// Recent evaluations of a state (boxed in [`Key`] so quiet states pay one pointer).
+/// Recent evaluations of a state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct History(pub(super) VecDeque<Point>, usize);
+
+/// Where a state's labels are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) enum KeyLabels {
+    /// Its own encoded copy.
+    Own(LabelBuf),
+    /// The labels of this series without `__name__` (the state of a rule without `by`:
+    /// its labels are stored once, with the series). Turned into `Own` before the
+    /// series is removed.
+    Series(SeriesId),
+}
+
+impl KeyLabels {
+    /// The encoded labels, as two pieces to concatenate.
+    pub(super) fn parts<'a>(&'a self, entries: &'a Paged<Entry>) -> (&'a [u8], &'a [u8]) {
+        match self {
+            KeyLabels::Own(buf) => (buf, &[]),
+            KeyLabels::Series(id) => entries
+                .get(*id as usize)
+                .map_or((&[], &[]), |e| labels::split_name(&e.labels)),
+        }
+    }
+
+    /// Appends the encoded labels to `out`.
+    pub(super) fn write(&self, entries: &Paged<Entry>, out: &mut Vec<u8>) {
+        let (head, tail) = self.parts(entries);
+        out.extend_from_slice(head);
+        out.extend_from_slice(tail);
+    }
+
+    /// Heap bytes held.
+    fn heap_bytes(&self) -> usize {
+        match self {
+            KeyLabels::Own(buf) => buf.len(),
+            KeyLabels::Series(_) => 0,
+        }
+    }
+}
 
 /// One state: detector memory and alert lifecycle.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Key {
-    pub(super) labels: LabelBuf,
+    pub(super) labels: KeyLabels,
     pub(super) born: i64,
     pub(super) last_seen: i64,
     /// Inputs feeding this state.
     pub(super) refs: u32,
     pub(super) detector: DetectorState,
     pub(super) track: Track,
+    /// What few states need (None for the others, which then pay one pointer).
+    pub(super) extra: Option<Box<Extra>>,
+}
+
+/// The rarely used part of a [`Key`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Extra {
     /// Compound rules: when each referenced rule last fired for this key.
     pub(super) fired: Box<[i64]>,
     /// Evaluations since the state first became active (None until then, so quiet
     /// states cost no history memory).
-    pub(super) history: Option<Box<History>>,
+    pub(super) history: Option<History>,
     /// History recorded from birth (reports, NAB), never freed early.
     pub(super) traced: bool,
 }
@@ -140,7 +193,7 @@ pub(super) struct Key {
 impl Key {
     pub(super) fn new(rule: &Rule, born: i64) -> Self {
         Key {
-            labels: LabelBuf::default(),
+            labels: KeyLabels::Own(LabelBuf::default()),
             born,
             last_seen: born,
             refs: 0,
@@ -149,19 +202,38 @@ impl Key {
                 .as_ref()
                 .map_or(DetectorState::Stateless, |d| d.new_state()),
             track: Track::default(),
-            fired: match &rule.kind {
-                RuleKind::Compound(c) => vec![i64::MIN; c.refs.len()].into_boxed_slice(),
-                _ => Box::default(),
+            extra: match &rule.kind {
+                RuleKind::Compound(c) => Some(Box::new(Extra {
+                    fired: vec![i64::MIN; c.refs.len()].into_boxed_slice(),
+                    ..Extra::default()
+                })),
+                _ => None,
             },
-            history: None,
-            traced: false,
         }
+    }
+
+    /// Compound rules: when each referenced rule last fired for this key.
+    pub(super) fn fired(&self) -> &[i64] {
+        self.extra.as_ref().map_or(&[], |e| &e.fired)
+    }
+
+    /// Compound rules: records that referenced rule `pos` fired at `ts`.
+    pub(super) fn set_fired(&mut self, pos: usize, ts: i64) {
+        if let Some(f) = self.extra.as_mut().and_then(|e| e.fired.get_mut(pos)) {
+            *f = ts;
+        }
+    }
+
+    /// The recorded history, if any.
+    pub(super) fn history(&self) -> Option<&History> {
+        self.extra.as_ref().and_then(|e| e.history.as_ref())
     }
 
     /// Starts recording every evaluation from now on (traced states).
     pub(super) fn trace(&mut self) {
-        self.traced = true;
-        self.history.get_or_insert_with(Box::default);
+        let extra = self.extra.get_or_insert_with(Box::default);
+        extra.traced = true;
+        extra.history.get_or_insert_with(History::default);
     }
 
     /// Appends an evaluation to the history (at most `limit` points), starting it
@@ -177,7 +249,7 @@ impl Key {
         if limit == 0 {
             return;
         }
-        if self.history.is_none() {
+        if self.history().is_none() {
             if !self.track.is_active() {
                 return;
             }
@@ -196,9 +268,12 @@ impl Key {
                         }),
                 );
             }
-            self.history = Some(Box::new(History(h, 0)));
+            self.extra.get_or_insert_with(Box::default).history = Some(History(h, 0));
         }
-        if let Some(History(h, since_active)) = self.history.as_deref_mut() {
+        let Some(extra) = self.extra.as_deref_mut() else {
+            return;
+        };
+        if let Some(History(h, since_active)) = &mut extra.history {
             // An alert long over: once the history no longer reaches back to the time
             // it was active (and the state is not traced from birth), free it.
             *since_active = if self.track.is_active() {
@@ -206,8 +281,11 @@ impl Key {
             } else {
                 *since_active + 1
             };
-            if *since_active >= limit && !self.traced {
-                self.history = None;
+            if *since_active >= limit && !extra.traced {
+                extra.history = None;
+                if extra.fired.is_empty() {
+                    self.extra = None;
+                }
                 return;
             }
             while h.len() >= limit {
@@ -223,33 +301,69 @@ impl Key {
             });
         }
     }
+
+    /// Heap bytes held (labels, window, lifecycle detail, extra).
+    fn heap_bytes(&self) -> usize {
+        self.labels.heap_bytes()
+            + self.detector.heap_bytes()
+            + self.track.heap_bytes()
+            + self.extra.as_ref().map_or(0, |e| {
+                std::mem::size_of::<Extra>()
+                    + e.fired.len() * 8
+                    + e.history
+                        .as_ref()
+                        .map_or(0, |h| h.0.capacity() * std::mem::size_of::<Point>())
+            })
+    }
 }
 
-/// States of one rule, findable by their labels.
+/// States of one rule, findable by their labels (hashed with [`labels::split_hash`], as
+/// the labels of a state may be kept in two pieces).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct KeyTable {
     slab: Slab<Key>,
     #[serde(skip)]
-    index: LabelIndex,
+    index: HashTable<u32>,
 }
 
 impl KeyTable {
-    pub(super) fn find(&self, buf: &[u8]) -> Option<u32> {
+    pub(super) fn find(&self, buf: &[u8], entries: &Paged<Entry>) -> Option<u32> {
         let slab = &self.slab;
-        self.index.find(buf, |k| &slab.get(k).labels)
+        self.index
+            .find(labels::split_hash(&[buf]), |&k| {
+                let (head, tail) = slab.get(k).labels.parts(entries);
+                head.len() + tail.len() == buf.len() && buf.starts_with(head) && buf.ends_with(tail)
+            })
+            .copied()
     }
 
-    pub(super) fn insert(&mut self, buf: &[u8], mut key: Key) -> u32 {
-        key.labels = buf.into();
+    /// Adds a state whose labels (`buf`, also kept as `labels`) are not in the table.
+    pub(super) fn insert(
+        &mut self,
+        buf: &[u8],
+        labels: KeyLabels,
+        mut key: Key,
+        entries: &Paged<Entry>,
+    ) -> u32 {
+        key.labels = labels;
         let k = self.slab.insert(key);
         let slab = &self.slab;
-        self.index.insert(buf, k, |j| &slab.get(j).labels);
+        self.index
+            .insert_unique(labels::split_hash(&[buf]), k, |&j| {
+                let (head, tail) = slab.get(j).labels.parts(entries);
+                labels::split_hash(&[head, tail])
+            });
         k
     }
 
-    pub(super) fn remove(&mut self, k: u32) {
-        if let Some(key) = self.slab.remove(k) {
-            self.index.remove(&key.labels, k);
+    pub(super) fn remove(&mut self, k: u32, entries: &Paged<Entry>) {
+        if self.slab.contains(k) {
+            let (head, tail) = self.slab.get(k).labels.parts(entries);
+            let hash = labels::split_hash(&[head, tail]);
+            if let Ok(entry) = self.index.find_entry(hash, |&i| i == k) {
+                entry.remove();
+            }
+            self.slab.remove(k);
         }
     }
 
@@ -279,12 +393,17 @@ impl KeyTable {
         self.slab.iter()
     }
 
-    pub(super) fn reindex(&mut self) {
-        self.index = LabelIndex::default();
+    pub(super) fn reindex(&mut self, entries: &Paged<Entry>) {
         let slab = &self.slab;
-        for (k, key) in slab.iter() {
-            self.index.insert(&key.labels, k, |j| &slab.get(j).labels);
+        let hash = |k: u32| {
+            let (head, tail) = slab.get(k).labels.parts(entries);
+            labels::split_hash(&[head, tail])
+        };
+        let mut index = HashTable::with_capacity(slab.live());
+        for (k, _) in slab.iter() {
+            index.insert_unique(hash(k), k, |&j| hash(j));
         }
+        self.index = index;
     }
 }
 
@@ -312,7 +431,7 @@ impl RuleState {
 
     /// Approximate heap bytes: slots, labels, windows, index.
     pub(super) fn heap_bytes(&self) -> usize {
-        let inputs = self.inputs.items.capacity() * std::mem::size_of::<Option<Input>>()
+        let inputs = self.inputs.heap_bytes()
             + self
                 .inputs
                 .iter()
@@ -322,23 +441,8 @@ impl RuleState {
                         .map_or(0, |r| std::mem::size_of::<CounterRate>() + r.heap_bytes())
                 })
                 .sum::<usize>();
-        let keys = self.keys.slab.items.capacity() * std::mem::size_of::<Option<Key>>()
-            + self
-                .keys
-                .iter()
-                .map(|(_, k)| {
-                    k.labels.len()
-                        + k.detector.heap_bytes()
-                        + k.fired.len() * 8
-                        + k.track.heap_bytes()
-                        + k.history
-                            .as_ref()
-                            .map_or(0, |h| h.0.capacity() * std::mem::size_of::<Point>())
-                })
-                .sum::<usize>();
-        inputs
-            + keys
-            + self.keys.index.heap_bytes()
-            + (self.inputs.free.capacity() + self.keys.slab.free.capacity()) * 4
+        let keys = self.keys.slab.heap_bytes()
+            + self.keys.iter().map(|(_, k)| k.heap_bytes()).sum::<usize>();
+        inputs + keys + self.keys.index.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 }
