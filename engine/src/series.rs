@@ -72,6 +72,8 @@ pub struct SeriesRegistry {
     /// A series was interned since the evaluator last looked (its staleness clock
     /// starts at the next expiry sweep, which must not be skipped).
     pub(crate) fresh: bool,
+    /// Series removed so far (see [`SeriesRegistry::removals`]).
+    removals: u64,
 }
 
 impl SeriesRegistry {
@@ -153,7 +155,15 @@ impl SeriesRegistry {
         self.len() == 0
     }
 
+    /// How many series were removed (expired) so far. Ids of removed series are
+    /// reused, so a caller that caches ids by labels must drop its cache when this
+    /// changes.
+    pub fn removals(&self) -> u64 {
+        self.removals
+    }
+
     pub(crate) fn remove(&mut self, id: SeriesId) {
+        self.removals += 1;
         let e = &mut self.entries[id as usize];
         self.index.remove(&e.labels, id);
         e.labels = Box::default();
