@@ -63,8 +63,9 @@ struct Figures {
     state_labels: usize,
 }
 
-/// Encoded label bytes of the series and of the states the rules derive from them (each
-/// state stores its own copy of its key labels).
+/// Encoded label bytes of the series and of the states the rules derive from them that
+/// keep their own copy (states of rules with `by`, `aggregate` or `quantile`; a state of
+/// a rule without them shares its series' labels).
 fn label_bytes(ev: &Evaluator, ids: &[SeriesId]) -> (usize, usize) {
     let encoded: Vec<Box<[u8]>> = ids
         .iter()
@@ -75,6 +76,11 @@ fn label_bytes(ev: &Evaluator, ids: &[SeriesId]) -> (usize, usize) {
     let mut buf = Vec::new();
     for rule in &ev.rules().rules {
         let Some(sel) = &rule.selector else { continue };
+        let shared =
+            rule.by.is_none() && matches!(rule.kind, RuleKind::Direct | RuleKind::Absent { .. });
+        if shared {
+            continue;
+        }
         let mut keys = HashSet::new();
         for enc in encoded.iter().filter(|b| sel.matches(b)) {
             match (&rule.kind, &rule.by) {

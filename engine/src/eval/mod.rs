@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use state::Point;
-use state::{Input, Key, KeyLabels, RuleState};
+use state::{Input, Key, KeyLabels, Reading, RuleState};
 
 use crate::detector::Verdict;
 use crate::labels::{self, Labels, METRIC_NAME};
@@ -636,14 +636,22 @@ impl Evaluator {
         };
         let st = &mut self.states[i];
         st.keys.get_mut(key).refs += 1;
-        st.inputs.insert(Input {
+        let slot = st.inputs.insert(Input {
             series: id,
             key,
-            last_ts: UNSTARTED,
-            value: f64::NAN,
-            le,
             rate: rule.rate_ms.map(|_| Box::default()),
-        })
+        });
+        if matches!(
+            rule.kind,
+            RuleKind::Aggregate { .. } | RuleKind::Quantile { .. }
+        ) {
+            *st.reading_mut(slot) = Reading {
+                last_ts: UNSTARTED,
+                value: f64::NAN,
+                le,
+            };
+        }
+        slot
     }
 
     fn on_sample(&mut self, rule: &Rule, r: Route, ts: i64, v: f64) {
@@ -659,14 +667,23 @@ impl Evaluator {
             (Some(rate), Some(range)) => rate.update(ts, v, range).unwrap_or(f64::NAN),
             _ => v,
         };
-        input.last_ts = ts;
-        input.value = value;
         let k = input.key;
-        let key = st.keys.get_mut(k);
-        key.last_seen = ts;
-        if rule.kind != RuleKind::Direct || value.is_nan() {
+        st.keys.get_mut(k).last_seen = ts;
+        if rule.kind != RuleKind::Direct {
+            if matches!(
+                rule.kind,
+                RuleKind::Aggregate { .. } | RuleKind::Quantile { .. }
+            ) {
+                let reading = st.reading_mut(r.input);
+                reading.last_ts = ts;
+                reading.value = value;
+            }
             return;
         }
+        if value.is_nan() {
+            return;
+        }
+        let key = st.keys.get_mut(k);
         let Some(det) = &rule.detector else { return };
         let verdict = det.observe(&mut key.detector, ts, value, key.track.is_active());
         st.stats.evaluations += 1;
@@ -750,16 +767,17 @@ impl Evaluator {
                 acc.clear();
                 acc.resize(st.keys.slots(), (f64::NAN, 0));
                 let horizon = t - rule.staleness_ms;
-                for (_, input) in st.inputs.iter() {
-                    if input.last_ts <= horizon || input.last_ts > t || !input.value.is_finite() {
+                for (slot, input) in st.inputs.iter() {
+                    let x = st.reading(slot);
+                    if x.last_ts <= horizon || x.last_ts > t || !x.value.is_finite() {
                         continue;
                     }
                     let (a, n) = &mut acc[input.key as usize];
                     *a = match (op, *n) {
-                        (_, 0) => input.value,
-                        (AggregateOp::Sum | AggregateOp::Avg, _) => *a + input.value,
-                        (AggregateOp::Min, _) => a.min(input.value),
-                        (AggregateOp::Max, _) => a.max(input.value),
+                        (_, 0) => x.value,
+                        (AggregateOp::Sum | AggregateOp::Avg, _) => *a + x.value,
+                        (AggregateOp::Min, _) => a.min(x.value),
+                        (AggregateOp::Max, _) => a.max(x.value),
                         (AggregateOp::Count, _) => 0.0,
                     };
                     *n += 1;
@@ -786,10 +804,11 @@ impl Evaluator {
                 b.extend(
                     st.inputs
                         .iter()
+                        .map(|(slot, input)| (input.key, st.reading(slot)))
                         .filter(|(_, x)| {
                             x.last_ts > horizon && x.value.is_finite() && !x.le.is_nan()
                         })
-                        .map(|(_, x)| (x.key, x.le, x.value)),
+                        .map(|(key, x)| (key, x.le, x.value)),
                 );
                 b.sort_by(|x, y| {
                     (x.0, x.1)

@@ -99,13 +99,25 @@ pub(super) struct Input {
     pub(super) series: SeriesId,
     /// The state this series feeds.
     pub(super) key: u32,
+    pub(super) rate: Option<Box<CounterRate>>,
+}
+
+/// The latest sample of an input of an aggregate or quantile rule, which combines its
+/// inputs at each step (kept apart from [`Input`], so other rules do not pay for it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(super) struct Reading {
     pub(super) last_ts: i64,
     /// Latest value after `rate`.
     pub(super) value: f64,
     /// Bucket bound of a `_bucket` series (quantile rules).
     pub(super) le: f64,
-    pub(super) rate: Option<Box<CounterRate>>,
 }
+
+const NO_READING: Reading = Reading {
+    last_ts: i64::MIN,
+    value: f64::NAN,
+    le: f64::NAN,
+};
 
 /// One evaluation of a state, for charts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -411,6 +423,8 @@ impl KeyTable {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct RuleState {
     pub(super) inputs: Slab<Input>,
+    /// Aggregate and quantile rules: the latest sample of each input, by input slot.
+    readings: Paged<Reading>,
     pub(super) keys: KeyTable,
     /// Next step time of a step rule.
     pub(super) next_step: i64,
@@ -422,6 +436,7 @@ impl RuleState {
     pub(super) fn new() -> Self {
         RuleState {
             inputs: Slab::default(),
+            readings: Paged::default(),
             keys: KeyTable::default(),
             next_step: i64::MIN,
             stats: RuleStats::default(),
@@ -429,9 +444,26 @@ impl RuleState {
         }
     }
 
+    /// The latest sample of input `slot` (step rules).
+    pub(super) fn reading(&self, slot: u32) -> Reading {
+        self.readings
+            .get(slot as usize)
+            .copied()
+            .unwrap_or(NO_READING)
+    }
+
+    /// The latest sample of input `slot`, to update (step rules).
+    pub(super) fn reading_mut(&mut self, slot: u32) -> &mut Reading {
+        while self.readings.len() <= slot as usize {
+            self.readings.push(NO_READING);
+        }
+        &mut self.readings[slot as usize]
+    }
+
     /// Approximate heap bytes: slots, labels, windows, index.
     pub(super) fn heap_bytes(&self) -> usize {
         let inputs = self.inputs.heap_bytes()
+            + self.readings.heap_bytes()
             + self
                 .inputs
                 .iter()
