@@ -256,7 +256,7 @@ impl ZScoreState {
         self.head_idx = head_idx as u32;
         // Score against the window as it is before this point joins it. Decided as
         // d > limit * sd and scored as d / (d + threshold * sd): the same as comparing
-        // and scoring z = d / sd, with one division fewer.
+        // and scoring z = d / sd (`ratio_score`), with one division fewer.
         let verdict = if self.count >= c.min_samples {
             let inv_n = 1.0 / f64::from(self.count);
             let m1 = self.s1 * inv_n;
@@ -276,14 +276,13 @@ impl ZScoreState {
                     band,
                 }
             } else {
-                let d = c.direction.signed(x - mean);
+                // Branch-free: whether a point lies above or below the mean is a coin
+                // flip on noisy data, too costly to predict. A deviation clamped to 0
+                // scores 0 (`max` also turns the 0/0 of an underflowing `sd` into 0).
+                let d = c.direction.signed(x - mean).max(0.0);
                 Verdict {
                     anomalous: d > limit * sd,
-                    score: if d > 0.0 {
-                        d / (d + c.threshold * sd)
-                    } else {
-                        0.0
-                    },
+                    score: (d / (d + c.threshold * sd)).max(0.0),
                     band,
                 }
             }
@@ -399,6 +398,27 @@ mod tests {
             s.clone().observe(&c, &p, 20_000, 12.0, true).anomalous,
             "z=2 > recover 1"
         );
+    }
+
+    #[test]
+    fn scores_below_the_mean_are_zero() {
+        let (mut c, p) = cfg(40, 10);
+        c.direction = Direction::Up;
+        let mut s = ZScoreState::new(&p);
+        for i in 0..30 {
+            s.observe(&c, &p, i * 1000, if i % 2 == 0 { 0.0 } else { 2.0 }, false);
+        }
+        for (x, score) in [(1.0, 0.0), (0.0, 0.0), (-5.0, 0.0), (4.0, 3.0 / 6.0)] {
+            let v = s.clone().observe(&c, &p, 30_000, x, false);
+            assert!((v.score - score).abs() < 1e-12, "x = {x}: {}", v.score);
+        }
+        // A window of tiny subnormal values: sd underflows, the score stays a number.
+        let mut tiny = ZScoreState::new(&p);
+        for i in 0..30 {
+            tiny.observe(&c, &p, i * 1000, f64::from_bits(i as u64 % 2), false);
+        }
+        let v = tiny.observe(&c, &p, 30_000, 0.0, false);
+        assert!(!v.score.is_nan() && !v.anomalous);
     }
 
     #[test]
