@@ -257,7 +257,6 @@ pub struct Evaluator {
 #[derive(Debug, Clone, Default)]
 struct Scratch {
     buf: Vec<u8>,
-    batch: Vec<Sample>,
     compound: Vec<(usize, usize, Box<[u8]>, i64)>,
     acc: Vec<(f64, u32)>,
     buckets: Vec<(u32, f64, f64)>,
@@ -428,22 +427,24 @@ impl Evaluator {
         let w = self.watermark;
         let n = self.pending.partition_point(|s| s.ts < w);
         let first_event = self.events.len();
-        let mut batch = std::mem::take(&mut self.scratch.batch);
-        batch.clear();
-        batch.extend(self.pending.drain(..n));
+        // Evaluated in place (nothing is buffered while a release runs), then dropped
+        // from the buffer: no second buffer as large as the largest release.
+        let pending = std::mem::take(&mut self.pending);
+        let batch = &pending[..n];
         if self.next_sweep == UNSTARTED {
             if let Some(first) = batch.first() {
                 self.start_clocks(first.ts);
             }
         }
         let rules = Arc::clone(&self.rules);
-        for s in &batch {
+        for s in batch {
             if s.ts > self.next_due {
                 self.run_steps_before(s.ts);
             }
             self.process(&rules, *s);
         }
-        self.scratch.batch = batch;
+        self.pending = pending;
+        self.pending.drain(..n);
         if self.next_sweep != UNSTARTED && w > self.next_due {
             self.run_steps_before(w);
         }
