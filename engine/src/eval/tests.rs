@@ -518,3 +518,52 @@ fn expiry_does_not_depend_on_batching() {
         "{one:?}"
     );
 }
+
+#[test]
+fn states_keep_their_labels_after_the_series_they_share_them_with_expires() {
+    // A's state (no `by`) shares x's labels. x expires after 5 minutes but the absent
+    // state lives on and fires; y then reuses x's series id: A's alerts keep x's labels,
+    // and the state is still found by them when x comes back.
+    let yaml = "group: g\ninterval: 10s\nrules:\n  - name: A\n    select: x\n    detect: { absent: { intervals: 3 } }\n";
+    let mut ev = Evaluator::new(rules(yaml), EvaluatorConfig::default());
+    let x = labels(&[("__name__", "x"), ("pod", "a")]);
+    let id = ev.intern(&x);
+    ev.ingest(&[Sample {
+        series: id,
+        ts: 0,
+        value: 1.0,
+    }]);
+    ev.advance_watermark(600_000);
+    assert!(ev.series().is_empty(), "x expired");
+    let y = ev.intern(&labels(&[("__name__", "y"), ("pod", "b")]));
+    assert_eq!(y, id, "the id is reused");
+    ev.ingest(&[Sample {
+        series: y,
+        ts: 600_000,
+        value: 1.0,
+    }]);
+    let alerts = ev.alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].labels.get("pod").map(String::as_str), Some("a"));
+    let back = ev.intern(&x);
+    ev.ingest(&[Sample {
+        series: back,
+        ts: 610_000,
+        value: 1.0,
+    }]);
+    ev.advance_watermark(630_000);
+    assert_eq!(ev.rule_stats(0).states, 1, "x found its state again");
+    let resolved: Vec<_> = ev
+        .drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Alert(a) if a.state == AlertState::Resolved => Some(a.labels),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].get("pod").map(String::as_str), Some("a"));
+    let snap = ev.snapshot();
+    let back = Evaluator::restore(Arc::clone(ev.rules()), ev.config(), &snap).unwrap();
+    assert_eq!(back.snapshot(), snap);
+}
