@@ -32,6 +32,8 @@ pub(crate) struct Api {
     pub(crate) sinks: Arc<Vec<SinkMeter>>,
     /// OTLP receiver counters (None: receivers off).
     pub(crate) otlp: Option<Arc<vigil_connectors::otlp::OtlpStats>>,
+    /// Recording counters (None: not recording).
+    pub(crate) record: Option<Arc<super::record::RecordStats>>,
 }
 
 /// The router.
@@ -209,6 +211,7 @@ async fn metrics(State(api): State<Api>) -> Response {
         &api.sinks,
         api.shared.intake_full.load(Ordering::Relaxed),
         api.otlp.as_ref().map(|o| o.snapshot()).as_ref(),
+        api.record.as_deref(),
     );
     (
         [(

@@ -42,6 +42,9 @@ pub(crate) struct Config {
     /// Logs and traces of Vigil itself.
     #[serde(default)]
     pub(crate) telemetry: TelemetryConfig,
+    /// Recording of everything the engine ingests to Parquet files (off by default).
+    #[serde(default)]
+    pub(crate) record: RecordConfig,
     /// Whether `otlp.grpc_listen` / `otlp.http_listen` were set (in the file or by
     /// flag) rather than left at their defaults: only those must bind.
     #[serde(skip)]
@@ -188,6 +191,52 @@ pub(crate) enum ActuatorMode {
     DryRun,
 }
 
+/// `record:`: write every sample the engine ingests (OTLP, `/api/v1/import`, the demo)
+/// to Parquet files that `vigil replay` reads, off the engine's hot path.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordConfig {
+    /// Directory of the Parquet files (created if needed); `null` (default): no
+    /// recording. `--record DIR` sets it.
+    #[serde(default)]
+    pub(crate) dir: Option<PathBuf>,
+    /// Start a new file past this many bytes (default 268435456 = 256 MiB, as
+    /// `vigil record --max-bytes`).
+    #[serde(default = "default_record_max_bytes")]
+    pub(crate) max_bytes: u64,
+    /// Start a new file after this much event time, and after this long on the wall
+    /// clock since the file was opened, so a quiet or live recording still completes
+    /// its files (default `1h`, as `vigil record --max-age`).
+    #[serde(default = "default_record_max_age")]
+    pub(crate) max_age: Duration,
+    /// Batches waiting for the writer; when it is full, new batches are dropped and
+    /// counted in `vigil_record_dropped_samples_total` (default 1024). Intake never
+    /// waits for the recording.
+    #[serde(default = "default_record_queue")]
+    pub(crate) queue: usize,
+}
+
+const fn default_record_max_bytes() -> u64 {
+    256 << 20
+}
+fn default_record_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+const fn default_record_queue() -> usize {
+    1024
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            dir: None,
+            max_bytes: default_record_max_bytes(),
+            max_age: default_record_max_age(),
+            queue: default_record_queue(),
+        }
+    }
+}
+
 /// `telemetry:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -270,6 +319,25 @@ mod tests {
         assert_eq!(c.otlp.grpc_listen.unwrap().to_string(), "127.0.0.1:4317");
         assert_eq!(c.otlp.http_listen.unwrap().to_string(), "127.0.0.1:4318");
         assert_eq!(c.otlp.max_request_bytes, 64 << 20);
+        assert_eq!(c.record.dir, None);
+        assert_eq!(c.record.max_bytes, 256 << 20);
+        assert_eq!(c.record.max_age, Duration::from_secs(3600));
+        assert_eq!(c.record.queue, 1024);
+    }
+
+    #[test]
+    fn record_section_is_strict() {
+        let c = Config::parse("record:\n  dir: rec\n  max_bytes: 1000\n  max_age: 5m\n").unwrap();
+        assert_eq!(c.record.dir, Some(PathBuf::from("rec")));
+        assert_eq!(c.record.max_bytes, 1000);
+        assert_eq!(c.record.max_age, Duration::from_secs(300));
+        let err = Config::parse("record:\n  directory: rec\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record") && err.contains("unknown field `directory`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -295,6 +363,11 @@ mod tests {
             c.otlp,
             vigil_connectors::otlp::OtlpConfig::default(),
             "the example shows the OTLP defaults"
+        );
+        assert_eq!(
+            c.record,
+            RecordConfig::default(),
+            "the example shows the record defaults"
         );
     }
 

@@ -17,6 +17,7 @@ use vigil_engine::{Evaluator, Labels, RuleSet, Sample};
 
 use super::checkpoint::Checkpointer;
 use super::metrics::Histogram;
+use super::record::RecordTx;
 
 /// Samples from a source: distinct label sets, and samples pointing into them.
 #[derive(Debug, Default)]
@@ -163,6 +164,8 @@ pub(crate) struct Engine {
     /// Reused sample buffer of OTLP batches.
     scratch: Vec<Sample>,
     otlp_seconds: Histogram,
+    /// `--record`: every ingested batch is handed to the recording after evaluation.
+    recorder: Option<RecordTx>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -179,6 +182,7 @@ impl Engine {
         dedup_sinks: Vec<mpsc::Sender<AlertEvent>>,
         checkpointer: Checkpointer,
         mapper: Option<Mapper>,
+        recorder: Option<RecordTx>,
     ) -> Self {
         Engine {
             ev,
@@ -194,6 +198,7 @@ impl Engine {
             mapper,
             scratch: Vec::new(),
             otlp_seconds: Histogram::intake_latency(),
+            recorder,
         }
     }
 
@@ -282,6 +287,9 @@ impl Engine {
         self.last_sample = Instant::now();
         self.last_sample_wall_ms = Some(now_ms());
         info_span!("dispatch").in_scope(|| self.dispatch());
+        if let Some(r) = &mut self.recorder {
+            r.samples(batch);
+        }
     }
 
     fn ingest_otlp(&mut self, batch: OtlpBatch) {
@@ -308,8 +316,11 @@ impl Engine {
         info_span!("dispatch").in_scope(|| self.dispatch());
         self.otlp_seconds
             .observe(batch.received_at.elapsed().as_secs_f64());
-        // The request is dropped here, on the engine task; it was allocated by the
-        // receiver. Large buffers are not kept.
+        // The request goes to the recording (mapped again there, off this task), or
+        // is dropped here; it was allocated by the receiver. Large buffers are not kept.
+        if let Some(r) = &mut self.recorder {
+            r.otlp(batch.request, batch.received_ms, batch.points);
+        }
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::new();
         }

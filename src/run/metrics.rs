@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use vigil_connectors::otlp::OtlpStatsSnapshot;
 
 use super::engine::Status;
+use super::record::RecordStats;
 use super::reload::ReloadStatus;
 use super::SinkMeter;
 
@@ -90,6 +91,7 @@ pub(crate) fn render(
     sinks: &[SinkMeter],
     intake_full: u64,
     otlp: Option<&OtlpStatsSnapshot>,
+    record: Option<&RecordStats>,
 ) -> String {
     let mut out = String::new();
     let st = &s.stats;
@@ -341,7 +343,65 @@ pub(crate) fn render(
     if let Some(o) = otlp {
         render_otlp(&mut out, o, &s.otlp_seconds);
     }
+    if let Some(r) = record {
+        render_record(&mut out, r);
+    }
     out
+}
+
+/// The `vigil_record_*` families (only when recording).
+fn render_record(out: &mut String, r: &RecordStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    single(
+        out,
+        "vigil_record_samples_total",
+        "Samples written to the recording.",
+        "counter",
+        r.samples.load(Relaxed),
+    );
+    header(
+        out,
+        "vigil_record_dropped_samples_total",
+        "Samples (OTLP: data points) not recorded, by reason: queue_full (the writer could not keep up), write_error.",
+        "counter",
+    );
+    for (reason, n) in [
+        ("queue_full", r.dropped_queue_full.load(Relaxed)),
+        ("write_error", r.dropped_write_error.load(Relaxed)),
+    ] {
+        let _ = writeln!(
+            out,
+            "vigil_record_dropped_samples_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    single(
+        out,
+        "vigil_record_files_total",
+        "Recording files completed (closed and renamed into place).",
+        "counter",
+        r.files.load(Relaxed),
+    );
+    single(
+        out,
+        "vigil_record_bytes_total",
+        "Bytes of the completed recording files.",
+        "counter",
+        r.bytes.load(Relaxed),
+    );
+    single(
+        out,
+        "vigil_record_errors_total",
+        "Recording write errors (the file being written is abandoned).",
+        "counter",
+        r.errors.load(Relaxed),
+    );
+    single(
+        out,
+        "vigil_record_queue_batches",
+        "Batches waiting for the recording writer.",
+        "gauge",
+        r.queued.load(Relaxed),
+    );
 }
 
 /// The `vigil_otlp_*` families.

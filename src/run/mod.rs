@@ -8,6 +8,7 @@ pub(crate) mod config;
 mod demo;
 mod engine;
 mod metrics;
+mod record;
 mod reload;
 
 use std::net::SocketAddr;
@@ -50,6 +51,10 @@ pub(crate) struct RunArgs {
     /// OTLP/HTTP listen address (overrides `otlp.http_listen`, default 127.0.0.1:4318).
     #[arg(long, value_name = "ADDR")]
     pub(crate) otlp_http: Option<SocketAddr>,
+    /// Record every ingested sample to Parquet files in DIR (overrides `record.dir`);
+    /// `vigil replay DIR` replays them.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) record: Option<PathBuf>,
     /// Feed the bundled node-avalanche incident recording through the live path.
     #[arg(long)]
     pub(crate) demo: bool,
@@ -111,6 +116,9 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     if let Some(a) = args.otlp_grpc {
         config.otlp.grpc_listen = Some(a);
         config.otlp_listen_explicit[0] = true;
+    }
+    if let Some(dir) = &args.record {
+        config.record.dir = Some(dir.clone());
     }
     if let Some(a) = args.otlp_http {
         config.otlp.http_listen = Some(a);
@@ -293,6 +301,15 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         .as_ref()
         .map(|s| Mapper::new(config.otlp.mapping.clone(), Arc::clone(s)));
 
+    // Recording: a writer thread fed by the engine task, closed after it.
+    let (record_tx, record_writer, record_stats) = if config.record.dir.is_some() {
+        let (tx, writer, stats) = record::start(&config.record, config.otlp.mapping.clone())
+            .context("cannot start the recording (record:)")?;
+        (Some(tx), Some(writer), Some(stats))
+    } else {
+        (None, None, None)
+    };
+
     // Engine.
     let settings = EngineSettings {
         lateness_ms: config.engine.lateness.as_millis(),
@@ -316,6 +333,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         dedup,
         checkpoint::Checkpointer::new(state_dir),
         mapper,
+        record_tx,
     )
     .spawn();
 
@@ -357,6 +375,7 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         shared: Arc::clone(&shared),
         sinks: Arc::new(meters),
         otlp: otlp_stats,
+        record: record_stats,
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -404,6 +423,11 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         warn!("the engine had already stopped");
     }
     let _ = engine_task.await;
+    // The engine task has ended and dropped its end of the queue: the writer drains
+    // it and closes the last file.
+    if let Some(w) = record_writer {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     let _ = sink_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         for t in sink_tasks {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -184,4 +185,81 @@ pub fn jsonl(metric: &str, labels: &str, points: &[(i64, f64)]) -> String {
             format!("{{\"ts\":{ts},\"metric\":\"{metric}\",\"labels\":{labels},\"value\":{v}}}\n")
         })
         .collect()
+}
+
+/// An alert as both `/api/v1/alerts` and `vigil replay --output json` show it:
+/// (rule, labels as sorted JSON, state).
+pub type AlertKey = (String, String, String);
+
+fn labels_text(v: &serde_json::Value) -> String {
+    let m: BTreeMap<String, String> = serde_json::from_value(v.clone()).unwrap();
+    serde_json::to_string(&m).unwrap()
+}
+
+/// The pending and firing alerts of a running `vigil run`.
+pub fn live_alerts(v: &Vigil) -> BTreeSet<AlertKey> {
+    let a = v.json("/api/v1/alerts");
+    a["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["rule"].as_str().unwrap().to_string(),
+                labels_text(&x["labels"]),
+                x["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Runs `vigil replay --output json ARGS` in `dir` and returns the alerts its event
+/// stream leaves pending or firing (the last transition of each rule and label set),
+/// with the raw output.
+pub fn replay_alerts(dir: &Path, args: &[&str]) -> (BTreeSet<AlertKey>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("replay")
+        .args(["--output", "json"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "vigil replay {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut last: BTreeMap<(String, String), String> = BTreeMap::new();
+    for line in stdout.lines() {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        if e["type"] != "alert" {
+            continue;
+        }
+        last.insert(
+            (
+                e["rule"].as_str().unwrap().to_string(),
+                labels_text(&e["labels"]),
+            ),
+            e["state"].as_str().unwrap().to_string(),
+        );
+    }
+    let active = last
+        .into_iter()
+        .filter(|(_, s)| s == "pending" || s == "firing")
+        .map(|((r, l), s)| (r, l, s))
+        .collect();
+    (active, stdout)
+}
+
+/// The files of a recording directory: complete Parquet files, and leftovers.
+pub fn recording_files(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .partition(|f| f.extension().is_some_and(|e| e == "parquet"))
 }
