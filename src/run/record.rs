@@ -387,3 +387,187 @@ impl Writer {
         self.retry_at = Some(Instant::now() + Duration::from_secs(10));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_connectors::otlp::proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use vigil_connectors::otlp::proto::tonic::metrics::v1::{
+        metric::Data, number_data_point, AggregationTemporality, Gauge, Metric, NumberDataPoint,
+        ResourceMetrics, ScopeMetrics, Sum,
+    };
+    use vigil_connectors::otlp::proto::tonic::resource::v1::Resource;
+    use vigil_engine::labels::METRIC_NAME;
+    use vigil_replay::source::{open, OnBad, ReadStats};
+
+    fn batch(n: usize) -> IngestBatch {
+        let mut l = Labels::new();
+        l.insert(METRIC_NAME.into(), "m".into());
+        IngestBatch {
+            series: vec![l],
+            samples: (0..n).map(|i| (0, i as i64, 1.0)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (tx, rx) = sync_channel(1);
+        let stats = Arc::new(RecordStats::default());
+        let mut r = RecordTx {
+            tx,
+            stats: Arc::clone(&stats),
+            unlogged: 0,
+            last_log: None,
+        };
+        let started = Instant::now();
+        for _ in 0..3 {
+            r.samples(batch(5));
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 10);
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 1);
+        assert_eq!(rx.try_recv().unwrap().samples(), 5);
+        // The writer gone (thread ended): counted as dropped too, never an error.
+        drop(rx);
+        r.samples(batch(2));
+        assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 12);
+    }
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn request(t_s: u64, depth: f64, delta: i64) -> ExportMetricsServiceRequest {
+        let point = |v: number_data_point::Value| NumberDataPoint {
+            attributes: vec![kv("queue", "q1")],
+            time_unix_nano: t_s * 1_000_000_000,
+            value: Some(v),
+            ..Default::default()
+        };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("k8s.node.name", "n1")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        Metric {
+                            name: "queue_depth".into(),
+                            data: Some(Data::Gauge(Gauge {
+                                data_points: vec![point(number_data_point::Value::AsDouble(depth))],
+                            })),
+                            ..Default::default()
+                        },
+                        Metric {
+                            name: "jobs".into(),
+                            data: Some(Data::Sum(Sum {
+                                data_points: vec![point(number_data_point::Value::AsInt(delta))],
+                                aggregation_temporality: AggregationTemporality::Delta as i32,
+                                is_monotonic: true,
+                            })),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// What the recording holds: (labels, ts, value) rows in file order.
+    fn read_back(files: &[PathBuf]) -> Vec<(Labels, i64, f64)> {
+        let stats = Arc::new(ReadStats::default());
+        let mut rows = Vec::new();
+        for f in files {
+            for c in open(f, OnBad::Fail, &stats).unwrap() {
+                let c = c.unwrap();
+                for &(s, ts, v) in &c.rows {
+                    rows.push((Labels::clone(&c.series[s as usize]), ts, v));
+                }
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn otlp_requests_are_recorded_as_the_engine_maps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            dir: Some(dir.path().join("rec")),
+            ..RecordConfig::default()
+        };
+        let requests: Vec<_> = (0..3)
+            .map(|i| request(1000 + i, 10.0 * i as f64, 5))
+            .collect();
+
+        // The engine's side: one mapper over the same requests, in the same order.
+        let mut engine = Mapper::new(MappingConfig::default(), Arc::new(OtlpStats::default()));
+        let mut registry = SeriesRegistry::default();
+        let mut want = Vec::new();
+        for r in &requests {
+            let mut out = Vec::new();
+            engine.map(r, 0, &mut registry, &mut out);
+            for s in out {
+                want.push((registry.labels(s.series).unwrap(), s.ts, s.value));
+            }
+        }
+
+        let (mut tx, writer, stats) = start(&config, MappingConfig::default()).unwrap();
+        for r in requests {
+            tx.otlp(Box::new(r), 0, 2);
+        }
+        tx.samples(batch(2));
+        drop(tx);
+        writer.join();
+        let files: Vec<PathBuf> = recording_files(&dir.path().join("rec"));
+        let got = read_back(&files);
+        assert_eq!(got[..want.len()], want[..]);
+        assert_eq!(got.len(), want.len() + 2);
+        // The delta sum was recorded as its running total, as the engine saw it.
+        let jobs: Vec<f64> = got
+            .iter()
+            .filter(|r| r.0[METRIC_NAME] == "jobs")
+            .map(|r| r.2)
+            .collect();
+        assert_eq!(jobs, [5.0, 10.0, 15.0]);
+        assert_eq!(got[0].0["node"], "n1");
+        assert_eq!(stats.samples.load(Ordering::Relaxed), 8);
+        assert_eq!(stats.files.load(Ordering::Relaxed), 1);
+        assert!(stats.bytes.load(Ordering::Relaxed) > 0);
+    }
+
+    fn recording_files(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        assert!(
+            v.iter()
+                .all(|f| f.extension().is_some_and(|e| e == "parquet")),
+            "{v:?}"
+        );
+        v
+    }
+
+    #[test]
+    fn an_unusable_directory_fails_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let config = RecordConfig {
+            dir: Some(file.join("rec")),
+            ..RecordConfig::default()
+        };
+        let err = start(&config, MappingConfig::default()).err().unwrap();
+        assert!(err.to_string().contains("rec"), "{err}");
+    }
+}
