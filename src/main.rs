@@ -32,7 +32,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Replay once per combination of rule parameters and score each run.
     Backtest(replay::BacktestArgs),
-    /// Convert recordings to Parquet files, the format replay reads fastest.
+    /// Convert recordings to Parquet files, the format replay reads fastest (`vigil run
+    /// --record DIR` writes the same files from live intake).
     Record(replay::RecordArgs),
     /// Validate rule files and directories; every error is printed as file:line:column.
     Check {

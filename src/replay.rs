@@ -101,7 +101,8 @@ pub(crate) struct BacktestArgs {
     inputs: Vec<PathBuf>,
 }
 
-/// `vigil record` flags.
+/// `vigil record` flags: converts recordings to the Parquet files `vigil run --record`
+/// writes from live intake (same writer, same rotation rules and defaults).
 #[derive(Debug, clap::Args)]
 pub(crate) struct RecordArgs {
     /// Directory for the Parquet files.
