@@ -73,41 +73,6 @@ pub fn without(buf: &[u8], drop: &[&str], out: &mut Vec<u8>) {
     encode_sorted(pairs(buf).filter(|(k, _)| !drop.contains(k)), out);
 }
 
-/// `buf` without its `__name__` pair, as the two byte ranges around it (the encoding
-/// of the set without the metric name is their concatenation).
-pub(crate) fn split_name(buf: &[u8]) -> (&[u8], &[u8]) {
-    let mut rest = pairs(buf);
-    loop {
-        let at = buf.len() - rest.buf.len();
-        match rest.next() {
-            Some((k, _)) if k == METRIC_NAME => {
-                return (&buf[..at], &buf[buf.len() - rest.buf.len()..]);
-            }
-            Some(_) => {}
-            None => return (buf, &[]),
-        }
-    }
-}
-
-/// A hash of the concatenation of byte strings that does not depend on where they are
-/// split (so a label set stored in two pieces hashes like its contiguous encoding).
-pub(crate) fn split_hash(parts: &[&[u8]]) -> u64 {
-    let (mut h, mut word, mut n) = (0u64, 0u64, 0u32);
-    let mix = |h: &mut u64, w: u64| *h = (h.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
-    for part in parts {
-        for &b in *part {
-            word = word << 8 | u64::from(b);
-            n += 1;
-            if n == 8 {
-                mix(&mut h, word);
-                (word, n) = (0, 0);
-            }
-        }
-    }
-    mix(&mut h, word ^ u64::from(n) << 56);
-    h
-}
-
 /// A stable 64-bit hash of an encoded set (FNV-1a); used for alert fingerprints, so it
 /// must never change between versions.
 pub fn fingerprint(buf: &[u8]) -> u64 {
@@ -147,6 +112,11 @@ pub struct Pairs<'a> {
 }
 
 impl<'a> Pairs<'a> {
+    /// The bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
     fn take_str(&mut self) -> Option<&'a str> {
         let mut n = 0usize;
         let mut shift = 0;
@@ -247,19 +217,6 @@ mod tests {
         assert_eq!(decode(&out), labels(&[("a", "1"), ("c", "3")]));
         assert_eq!(get(&buf, "b"), Some("2"));
         assert_eq!(get(&buf, "x"), None);
-    }
-
-    #[test]
-    fn split_name_and_split_hash() {
-        let buf = encode(&labels(&[("A", "1"), ("__name__", "x"), ("b", "2")]));
-        let (head, tail) = split_name(&buf);
-        let mut out = Vec::new();
-        without(&buf, &[METRIC_NAME], &mut out);
-        assert_eq!([head, tail].concat(), out);
-        assert_eq!(split_hash(&[head, tail]), split_hash(&[&out]));
-        assert_ne!(split_hash(&[b"ab"]), split_hash(&[b"ab\0"]));
-        let plain = encode(&labels(&[("b", "2")]));
-        assert_eq!(split_name(&plain), (&plain[..], &[][..]));
     }
 
     #[test]

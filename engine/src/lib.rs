@@ -27,6 +27,7 @@ pub mod ruletest;
 pub mod selector;
 pub mod series;
 pub mod signal;
+mod symbols;
 pub mod template;
 
 pub use duration::Duration;

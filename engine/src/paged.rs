@@ -91,6 +91,14 @@ impl<T> std::ops::IndexMut<usize> for Paged<T> {
     }
 }
 
+impl<T> IntoIterator for Paged<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<T>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.pages.into_iter().flatten()
+    }
+}
+
 impl<T> FromIterator<T> for Paged<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
         let mut out = Paged::default();

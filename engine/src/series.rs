@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::{self, LabelBuf, LabelIndex, Labels};
 use crate::paged::Paged;
+use crate::symbols::Symbols;
 
 /// Compact id of an interned series.
 pub type SeriesId = u32;
@@ -41,7 +42,8 @@ pub(crate) const REFUSED: u32 = u32::MAX;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
-    /// Encoded labels; empty when the slot is free.
+    /// Labels as symbol ids (see [`crate::symbols`]); empty when the slot is free. In
+    /// a snapshot, the string encoding of [`labels`] instead.
     pub(crate) labels: LabelBuf,
     /// Timestamp of the last evaluated sample (for duplicate detection).
     pub(crate) last_ts: i64,
@@ -67,8 +69,11 @@ pub(crate) struct Entry {
 pub struct SeriesRegistry {
     pub(crate) entries: Paged<Entry>,
     pub(crate) free: Vec<u32>,
+    /// Keyed by the symbol encoding.
     index: LabelIndex,
+    pub(crate) symbols: Symbols,
     scratch: Vec<u8>,
+    sym_scratch: Vec<u8>,
     /// A series was interned since the evaluator last looked (its staleness clock
     /// starts at the next expiry sweep, which must not be skipped).
     pub(crate) fresh: bool,
@@ -108,12 +113,26 @@ impl SeriesRegistry {
     }
 
     pub(crate) fn intern_encoded(&mut self, buf: &[u8]) -> SeriesId {
-        let entries = &self.entries;
-        if let Some(id) = self.index.find(buf, |i| &entries[i as usize].labels) {
-            return id;
+        let mut set = std::mem::take(&mut self.sym_scratch);
+        if self.symbols.encode_lookup(buf, &mut set) {
+            let entries = &self.entries;
+            if let Some(id) = self.index.find(&set, |i| &entries[i as usize].labels) {
+                self.sym_scratch = set;
+                return id;
+            }
+            self.symbols.acquire_set(&set);
+        } else if self.symbols.encode_acquire(buf, &mut set).is_none() {
+            unreachable!("label sets are encoded by `labels::encode_sorted`");
         }
+        let id = self.insert_symbols(&set);
+        self.sym_scratch = set;
+        id
+    }
+
+    /// Adds a series whose labels (symbol-encoded, references taken) are new.
+    fn insert_symbols(&mut self, set: &[u8]) -> SeriesId {
         let entry = Entry {
-            labels: buf.into(),
+            labels: set.into(),
             last_ts: i64::MIN,
             idle_since: i64::MIN,
             buffered: 0,
@@ -132,17 +151,28 @@ impl SeriesRegistry {
             }
         };
         let entries = &self.entries;
-        self.index.insert(buf, id, |i| &entries[i as usize].labels);
+        self.index.insert(set, id, |i| &entries[i as usize].labels);
         self.fresh = true;
         id
     }
 
+    /// Writes the (string-)encoded labels of series `id` to `out` (cleared first),
+    /// without `__name__` when `skip_name`; nothing for a free id.
+    pub(crate) fn write_labels(&self, id: SeriesId, skip_name: bool, out: &mut Vec<u8>) {
+        match self.entries.get(id as usize) {
+            Some(e) => self.symbols.decode(&e.labels, skip_name, out),
+            None => out.clear(),
+        }
+    }
+
     /// Labels of a live series.
     pub fn labels(&self, id: SeriesId) -> Option<Labels> {
-        self.entries
-            .get(id as usize)
-            .filter(|e| e.live)
-            .map(|e| labels::decode(&e.labels))
+        self.entries.get(id as usize).filter(|e| e.live).map(|e| {
+            self.symbols
+                .pairs(&e.labels)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
     }
 
     /// Number of live series.
@@ -166,22 +196,59 @@ impl SeriesRegistry {
         self.removals += 1;
         let e = &mut self.entries[id as usize];
         self.index.remove(&e.labels, id);
-        e.labels = Box::default();
+        let set = std::mem::take(&mut e.labels);
+        self.symbols.release_set(&set);
         e.routes = None;
         e.live = false;
         self.free.push(id);
     }
 
-    /// Rebuilds the hash index after deserialisation.
-    pub(crate) fn reindex(&mut self) {
-        self.index = LabelIndex::default();
-        for (i, e) in self.entries.iter().enumerate() {
+    /// Replaces the entries with those of a snapshot (labels string-encoded there),
+    /// interning their labels. None if a label set is malformed or appears twice.
+    pub(crate) fn restore(&mut self, entries: Paged<Entry>, free: Vec<u32>) -> Option<()> {
+        *self = SeriesRegistry::default();
+        let mut set = Vec::new();
+        let mut out: Paged<Entry> = Paged::default();
+        for mut e in entries.into_iter() {
             if e.live {
-                let entries = &self.entries;
-                self.index
-                    .insert(&e.labels, i as u32, |j| &entries[j as usize].labels);
+                self.symbols.encode_acquire(&e.labels, &mut set)?;
+                let entries = &out;
+                if self
+                    .index
+                    .find(&set, |i| &entries[i as usize].labels)
+                    .is_some()
+                {
+                    return None;
+                }
+                e.labels = set.as_slice().into();
+                let id = out.len() as u32;
+                out.push(e);
+                let entries = &out;
+                self.index.insert(&set, id, |i| &entries[i as usize].labels);
+            } else {
+                e.labels = Box::default();
+                out.push(e);
             }
         }
+        self.entries = out;
+        self.free = free;
+        Some(())
+    }
+
+    /// The entries as a snapshot keeps them: labels string-encoded.
+    pub(crate) fn snapshot_entries(&self) -> Paged<Entry> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let mut buf = Vec::new();
+                self.symbols.decode(&e.labels, false, &mut buf);
+                Entry {
+                    labels: buf.into(),
+                    routed: e.routes.is_some(),
+                    ..e.clone()
+                }
+            })
+            .collect()
     }
 
     /// Heap bytes held (labels, entries, routes, index).
@@ -197,7 +264,11 @@ impl SeriesRegistry {
                         .map_or(0, |r| r.len() * std::mem::size_of::<Route>())
             })
             .sum();
-        entries + owned + self.index.heap_bytes() + self.free.capacity() * 4
+        entries
+            + owned
+            + self.index.heap_bytes()
+            + self.free.capacity() * 4
+            + self.symbols.heap_bytes()
     }
 }
 
@@ -219,7 +290,6 @@ mod tests {
         let c = r.intern_pairs(&mut [("__name__", "y")]);
         assert_eq!(c, a, "freed id is reused");
         assert_eq!(r.labels(c).unwrap().get("__name__").unwrap(), "y");
-        r.reindex();
         assert_eq!(r.intern_pairs(&mut [("__name__", "x"), ("pod", "b")]), b);
     }
 

@@ -563,9 +563,11 @@ impl Evaluator {
     fn route(&mut self, id: SeriesId, ts: i64) -> Box<[Route]> {
         let mut routes = Vec::new();
         let rules = Arc::clone(&self.rules);
+        let mut labels = Vec::new();
+        self.series.write_labels(id, false, &mut labels);
         for (i, rule) in rules.rules.iter().enumerate() {
             let Some(sel) = &rule.selector else { continue };
-            if !sel.matches(&self.series.entries[id as usize].labels) {
+            if !sel.matches(&labels) {
                 continue;
             }
             let input = self.add_input(i, id, ts);
@@ -581,7 +583,9 @@ impl Evaluator {
     fn add_input(&mut self, i: usize, id: SeriesId, born: i64) -> u32 {
         let rules = Arc::clone(&self.rules);
         let rule = &rules.rules[i];
-        let labels = &self.series.entries[id as usize].labels;
+        let mut series_labels = Vec::new();
+        self.series.write_labels(id, false, &mut series_labels);
+        let labels = &series_labels;
         let buf = &mut self.scratch.buf;
         let mut le = f64::NAN;
         // A state of a rule without `by` keeps no labels of its own: they are the
@@ -607,8 +611,8 @@ impl Evaluator {
             },
         }
         let st = &mut self.states[i];
-        let entries = &self.series.entries;
-        let key = match st.keys.find(buf, entries) {
+        let series = &self.series;
+        let key = match st.keys.find(buf, series) {
             Some(k) => k,
             None if st.keys.live() >= rule.max_series as usize => {
                 if !st.cap_noticed {
@@ -626,7 +630,7 @@ impl Evaluator {
                 } else {
                     KeyLabels::Own(buf.as_slice().into())
                 };
-                let k = st.keys.insert(buf, labels, Key::new(rule, born), entries);
+                let k = st.keys.insert(buf, labels, Key::new(rule, born), series);
                 if matches!(rule.kind, RuleKind::Absent { .. }) {
                     // Kept past its inputs' expiry.
                     self.expiry_at(born.saturating_add(ABSENT_RETENTION_MS));
@@ -705,7 +709,7 @@ impl Evaluator {
         let key = self.states[i].keys.get(k);
         if key.track.state == AlertState::Firing && !rule.dependents.is_empty() {
             let mut own = Vec::new();
-            key.labels.write(&self.series.entries, &mut own);
+            key.labels.write(&self.series, &mut own);
             for &(c, pos) in &rule.dependents {
                 if let RuleKind::Compound(spec) = &self.rules.rules[c].kind {
                     labels::project(&own, &spec.on, &mut self.scratch.buf);
@@ -722,7 +726,7 @@ impl Evaluator {
         for (c, pos, buf, ts) in &updates {
             let rule = &self.rules.rules[*c];
             let st = &mut self.states[*c];
-            let k = match st.keys.find(buf, &self.series.entries) {
+            let k = match st.keys.find(buf, &self.series) {
                 Some(k) => k,
                 None if st.keys.live() >= rule.max_series as usize => {
                     st.stats.refused += 1;
@@ -733,7 +737,7 @@ impl Evaluator {
                         buf,
                         KeyLabels::Own(buf.clone()),
                         Key::new(rule, *ts),
-                        &self.series.entries,
+                        &self.series,
                     );
                     // Wake the rule if it skipped its idle steps: its first step at or
                     // after `ts` (not run yet: compound rules step after the others).
@@ -1021,7 +1025,7 @@ impl Evaluator {
                 // The state outlives the series its labels are kept with: copy them.
                 let mut own = Vec::new();
                 let key = self.states[i].keys.get(k);
-                key.labels.write(&self.series.entries, &mut own);
+                key.labels.write(&self.series, &mut own);
                 self.states[i].keys.get_mut(k).labels = KeyLabels::Own(own.into());
             }
             for k in expired {
@@ -1034,7 +1038,7 @@ impl Evaluator {
                     };
                     self.emit(rule, i, k, t, change);
                 }
-                self.states[i].keys.remove(k, &self.series.entries);
+                self.states[i].keys.remove(k, &self.series);
             }
         }
         for id in removed {
@@ -1080,7 +1084,7 @@ impl Evaluator {
             .keys
             .get(k)
             .labels
-            .write(&self.series.entries, &mut out);
+            .write(&self.series, &mut out);
         out
     }
 

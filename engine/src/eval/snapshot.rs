@@ -61,15 +61,7 @@ impl Evaluator {
             next_sweep: self.next_sweep,
             pending: self.pending.clone(),
             stats: self.stats.clone(),
-            entries: self
-                .series
-                .entries
-                .iter()
-                .map(|e| Entry {
-                    routed: e.routes.is_some(),
-                    ..e.clone()
-                })
-                .collect(),
+            entries: self.series.snapshot_entries(),
             free: self.series.free.clone(),
             rules: self
                 .rules
@@ -113,9 +105,26 @@ impl Evaluator {
         ev.next_sweep = snap.next_sweep;
         ev.pending = snap.pending;
         ev.stats = snap.stats;
-        ev.series.entries = snap.entries;
-        ev.series.free = snap.free;
-        ev.series.reindex();
+        let n = snap.entries.len();
+        let free_ok = {
+            let mut seen = vec![false; n];
+            snap.free.iter().all(|&id| {
+                let ok = snap
+                    .entries
+                    .get(id as usize)
+                    .is_some_and(|e| !e.live && !seen[id as usize]);
+                if ok {
+                    seen[id as usize] = true;
+                }
+                ok
+            })
+        };
+        if !free_ok {
+            return Err(SnapshotError::Corrupt("bad free series list".into()));
+        }
+        ev.series
+            .restore(snap.entries, snap.free)
+            .ok_or_else(|| SnapshotError::Corrupt("bad series labels".into()))?;
         let mut carried = vec![false; rules.rules.len()];
         for (name, definition, mut st) in snap.rules {
             if let Some(i) = rules
@@ -123,7 +132,7 @@ impl Evaluator {
                 .iter()
                 .position(|r| *r.name == *name && r.definition == definition)
             {
-                st.keys.reindex(&ev.series.entries);
+                st.keys.reindex(&ev.series);
                 ev.states[i] = st;
                 carried[i] = true;
             }
@@ -214,10 +223,12 @@ impl Evaluator {
             if !ev.series.entries[id].live || !ev.series.entries[id].routed {
                 continue;
             }
+            let mut labels = Vec::new();
+            ev.series.write_labels(id as u32, false, &mut labels);
             for (i, rule) in rules.rules.iter().enumerate() {
                 let Some(sel) = &rule.selector else { continue };
                 let have = series_routes.iter().any(|r| r.rule as usize == i);
-                if !have && sel.matches(&ev.series.entries[id].labels) {
+                if !have && sel.matches(&labels) {
                     let born = ev.series.entries[id].last_ts;
                     let input =
                         if carried[i] && ev.states[i].keys.live() >= rule.max_series as usize {

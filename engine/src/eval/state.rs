@@ -14,7 +14,7 @@ use crate::labels::{self, LabelBuf};
 use crate::lifecycle::Track;
 use crate::paged::Paged;
 use crate::rule::{Rule, RuleKind};
-use crate::series::{Entry, SeriesId};
+use crate::series::{SeriesId, SeriesRegistry};
 use crate::signal::CounterRate;
 
 /// A vector with stable indices and slot reuse, stored in pages (no doubling spare).
@@ -150,21 +150,38 @@ pub(super) enum KeyLabels {
 }
 
 impl KeyLabels {
-    /// The encoded labels, as two pieces to concatenate.
-    pub(super) fn parts<'a>(&'a self, entries: &'a Paged<Entry>) -> (&'a [u8], &'a [u8]) {
+    /// Writes the encoded labels to `out` (cleared first).
+    pub(super) fn write(&self, series: &SeriesRegistry, out: &mut Vec<u8>) {
         match self {
-            KeyLabels::Own(buf) => (buf, &[]),
-            KeyLabels::Series(id) => entries
-                .get(*id as usize)
-                .map_or((&[], &[]), |e| labels::split_name(&e.labels)),
+            KeyLabels::Own(buf) => {
+                out.clear();
+                out.extend_from_slice(buf);
+            }
+            KeyLabels::Series(id) => series.write_labels(*id, true, out),
         }
     }
 
-    /// Appends the encoded labels to `out`.
-    pub(super) fn write(&self, entries: &Paged<Entry>, out: &mut Vec<u8>) {
-        let (head, tail) = self.parts(entries);
-        out.extend_from_slice(head);
-        out.extend_from_slice(tail);
+    /// Whether the encoded labels are `buf` (`scratch` is overwritten).
+    fn equals(&self, buf: &[u8], series: &SeriesRegistry, scratch: &mut Vec<u8>) -> bool {
+        match self {
+            KeyLabels::Own(own) => **own == *buf,
+            KeyLabels::Series(_) => {
+                self.write(series, scratch);
+                *scratch == buf
+            }
+        }
+    }
+
+    /// The hash the state index files this state under.
+    fn hash(&self, series: &SeriesRegistry) -> u64 {
+        match self {
+            KeyLabels::Own(own) => labels::fast_hash(own),
+            KeyLabels::Series(_) => {
+                let mut buf = Vec::new();
+                self.write(series, &mut buf);
+                labels::fast_hash(&buf)
+            }
+        }
     }
 
     /// Heap bytes held.
@@ -329,8 +346,7 @@ impl Key {
     }
 }
 
-/// States of one rule, findable by their labels (hashed with [`labels::split_hash`], as
-/// the labels of a state may be kept in two pieces).
+/// States of one rule, findable by their (string-encoded) labels.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct KeyTable {
     slab: Slab<Key>,
@@ -339,12 +355,12 @@ pub(super) struct KeyTable {
 }
 
 impl KeyTable {
-    pub(super) fn find(&self, buf: &[u8], entries: &Paged<Entry>) -> Option<u32> {
+    pub(super) fn find(&self, buf: &[u8], series: &SeriesRegistry) -> Option<u32> {
         let slab = &self.slab;
+        let mut scratch = Vec::new();
         self.index
-            .find(labels::split_hash(&[buf]), |&k| {
-                let (head, tail) = slab.get(k).labels.parts(entries);
-                head.len() + tail.len() == buf.len() && buf.starts_with(head) && buf.ends_with(tail)
+            .find(labels::fast_hash(buf), |&k| {
+                slab.get(k).labels.equals(buf, series, &mut scratch)
             })
             .copied()
     }
@@ -355,23 +371,20 @@ impl KeyTable {
         buf: &[u8],
         labels: KeyLabels,
         mut key: Key,
-        entries: &Paged<Entry>,
+        series: &SeriesRegistry,
     ) -> u32 {
         key.labels = labels;
         let k = self.slab.insert(key);
         let slab = &self.slab;
-        self.index
-            .insert_unique(labels::split_hash(&[buf]), k, |&j| {
-                let (head, tail) = slab.get(j).labels.parts(entries);
-                labels::split_hash(&[head, tail])
-            });
+        self.index.insert_unique(labels::fast_hash(buf), k, |&j| {
+            slab.get(j).labels.hash(series)
+        });
         k
     }
 
-    pub(super) fn remove(&mut self, k: u32, entries: &Paged<Entry>) {
+    pub(super) fn remove(&mut self, k: u32, series: &SeriesRegistry) {
         if self.slab.contains(k) {
-            let (head, tail) = self.slab.get(k).labels.parts(entries);
-            let hash = labels::split_hash(&[head, tail]);
+            let hash = self.slab.get(k).labels.hash(series);
             if let Ok(entry) = self.index.find_entry(hash, |&i| i == k) {
                 entry.remove();
             }
@@ -405,12 +418,9 @@ impl KeyTable {
         self.slab.iter()
     }
 
-    pub(super) fn reindex(&mut self, entries: &Paged<Entry>) {
+    pub(super) fn reindex(&mut self, series: &SeriesRegistry) {
         let slab = &self.slab;
-        let hash = |k: u32| {
-            let (head, tail) = slab.get(k).labels.parts(entries);
-            labels::split_hash(&[head, tail])
-        };
+        let hash = |k: u32| slab.get(k).labels.hash(series);
         let mut index = HashTable::with_capacity(slab.live());
         for (k, _) in slab.iter() {
             index.insert_unique(hash(k), k, |&j| hash(j));
