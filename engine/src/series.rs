@@ -37,6 +37,57 @@ pub(crate) struct Route {
     pub(crate) input: u32,
 }
 
+/// The routes of a series: none computed yet, one (inline), or several.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) enum Routes {
+    /// Not computed yet (or the series expired).
+    #[default]
+    Unrouted,
+    /// The series feeds one rule.
+    One(Route),
+    /// The series feeds zero or several rules.
+    Many(Box<[Route]>),
+}
+
+impl Routes {
+    pub(crate) fn from_vec(v: Vec<Route>) -> Self {
+        match v.as_slice() {
+            [one] => Routes::One(*one),
+            _ => Routes::Many(v.into_boxed_slice()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_none(&self) -> bool {
+        matches!(self, Routes::Unrouted)
+    }
+
+    #[inline]
+    pub(crate) fn is_some(&self) -> bool {
+        !self.is_none()
+    }
+
+    pub(crate) fn take(&mut self) -> Routes {
+        std::mem::take(self)
+    }
+
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[Route] {
+        match self {
+            Routes::Unrouted => &[],
+            Routes::One(r) => std::slice::from_ref(r),
+            Routes::Many(b) => b,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Routes::Many(b) => b.len() * std::mem::size_of::<Route>(),
+            _ => 0,
+        }
+    }
+}
+
 /// Input slot value marking a series the rule refused (series cap reached).
 pub(crate) const REFUSED: u32 = u32::MAX;
 
@@ -45,23 +96,56 @@ pub(crate) struct Entry {
     /// Labels as symbol ids (see [`crate::symbols`]); empty when the slot is free. In
     /// a snapshot, the string encoding of [`labels`] instead.
     pub(crate) labels: LabelBuf,
-    /// Timestamp of the last evaluated sample (for duplicate detection).
-    pub(crate) last_ts: i64,
-    /// For a series interned but never evaluated: when the expiry sweep first saw it
-    /// (its staleness clock starts there).
-    pub(crate) idle_since: i64,
+    /// Once a sample was evaluated (`evaluated`), the timestamp of the last one (for
+    /// duplicate detection); before, when the expiry sweep first saw the series (its
+    /// staleness clock starts there), or `i64::MIN`.
+    time: i64,
     /// Samples of this series waiting for the watermark; an expired series is kept
     /// in the registry (with no rule state) until they are evaluated.
-    #[serde(default)]
     pub(crate) buffered: u32,
     /// Rules fed by this series; computed on first use, rebuilt on restore.
     #[serde(skip)]
-    pub(crate) routes: Option<Box<[Route]>>,
+    pub(crate) routes: Routes,
     /// Whether `routes` was computed (kept across a snapshot: series that were never
     /// routed are routed lazily after a restore too, at their next sample).
-    #[serde(default)]
     pub(crate) routed: bool,
+    evaluated: bool,
     pub(crate) live: bool,
+}
+
+impl Entry {
+    /// Timestamp of the last evaluated sample; `i64::MIN` before the first.
+    #[inline]
+    pub(crate) fn last_ts(&self) -> i64 {
+        if self.evaluated {
+            self.time
+        } else {
+            i64::MIN
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_last_ts(&mut self, ts: i64) {
+        self.time = ts;
+        self.evaluated = true;
+    }
+
+    /// For a series never evaluated: when the expiry sweep first saw it (`i64::MIN`
+    /// before that, and once a sample was evaluated).
+    pub(crate) fn idle_since(&self) -> i64 {
+        if self.evaluated {
+            i64::MIN
+        } else {
+            self.time
+        }
+    }
+
+    /// Sets [`Entry::idle_since`] (no effect once a sample was evaluated).
+    pub(crate) fn set_idle_since(&mut self, t: i64) {
+        if !self.evaluated {
+            self.time = t;
+        }
+    }
 }
 
 /// Interns label sets.
@@ -133,11 +217,11 @@ impl SeriesRegistry {
     fn insert_symbols(&mut self, set: &[u8]) -> SeriesId {
         let entry = Entry {
             labels: set.into(),
-            last_ts: i64::MIN,
-            idle_since: i64::MIN,
+            time: i64::MIN,
             buffered: 0,
             routed: false,
-            routes: None,
+            evaluated: false,
+            routes: Routes::Unrouted,
             live: true,
         };
         let id = match self.free.pop() {
@@ -198,7 +282,7 @@ impl SeriesRegistry {
         self.index.remove(&e.labels, id);
         let set = std::mem::take(&mut e.labels);
         self.symbols.release_set(&set);
-        e.routes = None;
+        e.routes = Routes::Unrouted;
         e.live = false;
         self.free.push(id);
     }
@@ -257,12 +341,7 @@ impl SeriesRegistry {
         let owned: usize = self
             .entries
             .iter()
-            .map(|e| {
-                e.labels.len()
-                    + e.routes
-                        .as_ref()
-                        .map_or(0, |r| r.len() * std::mem::size_of::<Route>())
-            })
+            .map(|e| e.labels.len() + e.routes.heap_bytes())
             .sum();
         entries
             + owned

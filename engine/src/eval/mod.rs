@@ -26,7 +26,7 @@ use crate::detector::Verdict;
 use crate::labels::{self, Labels, METRIC_NAME};
 use crate::lifecycle::AlertState;
 use crate::rule::{Action, AggregateOp, CompoundMode, Rule, RuleKind, RuleSet};
-use crate::series::{is_stale_marker, Route, Sample, SeriesId, SeriesRegistry, REFUSED};
+use crate::series::{is_stale_marker, Route, Routes, Sample, SeriesId, SeriesRegistry, REFUSED};
 use crate::signal::bucket_quantile;
 use crate::template::Vars;
 
@@ -519,19 +519,19 @@ impl Evaluator {
             return;
         }
         entry.buffered = entry.buffered.saturating_sub(1);
-        if s.ts <= entry.last_ts {
+        if s.ts <= entry.last_ts() {
             self.stats.duplicate += 1;
             if entry.buffered == 0 && entry.routes.is_none() {
                 // An expired series kept for this sample: the next sweep removes it.
                 let at = entry
-                    .last_ts
+                    .last_ts()
                     .saturating_add(self.max_staleness)
                     .max(s.ts - 1);
                 self.expiry_at(at);
             }
             return;
         }
-        entry.last_ts = s.ts;
+        entry.set_last_ts(s.ts);
         let expires = s.ts.saturating_add(self.max_staleness);
         if expires < self.next_sweep {
             // A new or revived series (a live one was already due no earlier).
@@ -544,23 +544,20 @@ impl Evaluator {
         self.stats.evaluated += 1;
         if self.series.entries[s.series as usize].routes.is_none() {
             let routes = self.route(s.series, s.ts);
-            self.series.entries[s.series as usize].routes = Some(routes);
+            self.series.entries[s.series as usize].routes = routes;
         }
-        let routes = self.series.entries[s.series as usize]
-            .routes
-            .take()
-            .unwrap_or_default();
-        for r in routes.iter() {
+        let routes = self.series.entries[s.series as usize].routes.take();
+        for r in routes.as_slice() {
             self.on_sample(&rules.rules[r.rule as usize], *r, s.ts, s.value);
         }
-        self.series.entries[s.series as usize].routes = Some(routes);
+        self.series.entries[s.series as usize].routes = routes;
         if !self.scratch.compound.is_empty() {
             self.apply_compound_updates();
         }
     }
 
     /// Finds the rules a series feeds and gives it an input slot in each.
-    fn route(&mut self, id: SeriesId, ts: i64) -> Box<[Route]> {
+    fn route(&mut self, id: SeriesId, ts: i64) -> Routes {
         let mut routes = Vec::new();
         let rules = Arc::clone(&self.rules);
         let mut labels = Vec::new();
@@ -576,7 +573,7 @@ impl Evaluator {
                 input,
             });
         }
-        routes.into_boxed_slice()
+        Routes::from_vec(routes)
     }
 
     /// Creates the input slot of series `id` in rule `i` (and its state if new).
@@ -641,11 +638,11 @@ impl Evaluator {
         };
         let st = &mut self.states[i];
         st.keys.get_mut(key).refs += 1;
-        let slot = st.inputs.insert(Input {
-            series: id,
-            key,
-            rate: rule.rate_ms.map(|_| Box::default()),
-        });
+        let slot = st.inputs.insert(Input::new(id, key));
+        if rule.rate_ms.is_some() {
+            // A fresh history (a reused slot's was reset when it was freed).
+            *st.rate_mut(slot) = Default::default();
+        }
         if matches!(
             rule.kind,
             RuleKind::Aggregate { .. } | RuleKind::Quantile { .. }
@@ -667,12 +664,14 @@ impl Evaluator {
             st.stats.refused += 1;
             return;
         }
-        let input = st.inputs.get_mut(r.input);
-        let value = match (&mut input.rate, rule.rate_ms) {
-            (Some(rate), Some(range)) => rate.update(ts, v, range).unwrap_or(f64::NAN),
-            _ => v,
+        let k = st.inputs.get(r.input).key();
+        let value = match rule.rate_ms {
+            Some(range) => st
+                .rate_mut(r.input)
+                .update(ts, v, range)
+                .unwrap_or(f64::NAN),
+            None => v,
         };
-        let k = input.key;
         st.keys.get_mut(k).last_seen = ts;
         if rule.kind != RuleKind::Direct {
             if matches!(
@@ -777,7 +776,7 @@ impl Evaluator {
                     if x.last_ts <= horizon || x.last_ts > t || !x.value.is_finite() {
                         continue;
                     }
-                    let (a, n) = &mut acc[input.key as usize];
+                    let (a, n) = &mut acc[input.key() as usize];
                     *a = match (op, *n) {
                         (_, 0) => x.value,
                         (AggregateOp::Sum | AggregateOp::Avg, _) => *a + x.value,
@@ -809,7 +808,7 @@ impl Evaluator {
                 b.extend(
                     st.inputs
                         .iter()
-                        .map(|(slot, input)| (input.key, st.reading(slot)))
+                        .map(|(slot, input)| (input.key(), st.reading(slot)))
                         .filter(|(_, x)| {
                             x.last_ts > horizon && x.value.is_finite() && !x.le.is_nan()
                         })
@@ -918,10 +917,10 @@ impl Evaluator {
             .iter()
             .filter(|e| e.live && !(e.routes.is_none() && e.buffered > 0))
         {
-            let last = if e.last_ts != UNSTARTED {
-                e.last_ts
+            let last = if e.last_ts() != UNSTARTED {
+                e.last_ts()
             } else {
-                e.idle_since
+                e.idle_since()
             };
             first = first.min(if last == UNSTARTED {
                 t
@@ -971,35 +970,35 @@ impl Evaluator {
             if !e.live {
                 continue;
             }
-            let last = if e.last_ts != UNSTARTED {
-                e.last_ts
+            let last = if e.last_ts() != UNSTARTED {
+                e.last_ts()
             } else {
                 // Interned but never evaluated: its staleness clock starts now.
-                if e.idle_since == UNSTARTED {
-                    e.idle_since = t;
+                if e.idle_since() == UNSTARTED {
+                    e.set_idle_since(t);
                 }
-                e.idle_since
+                e.idle_since()
             };
             if last >= horizon || (e.routes.is_none() && e.buffered > 0) {
                 continue;
             }
             let had_state = e.routes.is_some();
-            for r in e.routes.take().unwrap_or_default().iter() {
+            for r in e.routes.take().as_slice() {
                 if r.input != REFUSED {
                     let st = &mut self.states[r.rule as usize];
-                    if let Some(input) = st.inputs.remove(r.input) {
-                        st.keys.get_mut(input.key).refs -= 1;
+                    if let Some(input) = st.remove_input(r.input) {
+                        st.keys.get_mut(input.key()).refs -= 1;
                     }
                 }
             }
-            if had_state || e.last_ts != UNSTARTED {
+            if had_state || e.last_ts() != UNSTARTED {
                 self.stats.expired_series += 1;
             }
             if e.buffered == 0 {
                 removed.push(id as u32);
             } else {
                 // Samples are on their way: they start the series afresh.
-                e.idle_since = UNSTARTED;
+                e.set_idle_since(UNSTARTED);
             }
         }
         let rules = Arc::clone(&self.rules);

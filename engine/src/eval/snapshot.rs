@@ -13,11 +13,11 @@ use super::state::{KeyLabels, RuleState};
 use super::{ceil_to, Evaluator, EvaluatorConfig, Stats, MAX_TS, SWEEP_MS, UNSTARTED};
 use crate::paged::Paged;
 use crate::rule::{RuleKind, RuleSet};
-use crate::series::{Entry, Route, Sample, REFUSED};
+use crate::series::{Entry, Route, Routes, Sample, REFUSED};
 
 const MAGIC: &[u8; 4] = b"VGL\0";
 /// Bumped whenever the snapshot layout changes.
-pub const SNAPSHOT_VERSION: u32 = 2;
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +163,7 @@ impl Evaluator {
                     .entries
                     .get(input.series as usize)
                     .is_some_and(|e| e.live);
-                let key_ok = st.keys.contains(input.key);
+                let key_ok = st.keys.contains(input.key());
                 if !series_ok || !key_ok {
                     return Err(SnapshotError::Corrupt(
                         "input refers to a missing series or state".into(),
@@ -207,7 +207,7 @@ impl Evaluator {
             .series
             .entries
             .iter()
-            .any(|e| e.live && e.last_ts == UNSTARTED && e.idle_since == UNSTARTED);
+            .any(|e| e.live && e.last_ts() == UNSTARTED && e.idle_since() == UNSTARTED);
         let sweep_before_routing = ev.next_sweep;
         // Routes: carried rules keep their inputs; other rules route live series afresh.
         let mut routes: Vec<Vec<Route>> = vec![Vec::new(); ev.series.entries.len()];
@@ -229,7 +229,7 @@ impl Evaluator {
                 let Some(sel) = &rule.selector else { continue };
                 let have = series_routes.iter().any(|r| r.rule as usize == i);
                 if !have && sel.matches(&labels) {
-                    let born = ev.series.entries[id].last_ts;
+                    let born = ev.series.entries[id].last_ts();
                     let input =
                         if carried[i] && ev.states[i].keys.live() >= rule.max_series as usize {
                             REFUSED
@@ -243,7 +243,7 @@ impl Evaluator {
                 }
             }
             series_routes.sort_by_key(|r| r.rule);
-            ev.series.entries[id].routes = Some(std::mem::take(series_routes).into_boxed_slice());
+            ev.series.entries[id].routes = Routes::from_vec(std::mem::take(series_routes));
         }
         if ev.next_sweep < sweep_before_routing {
             // New states of absent rules brought the sweep back, at most to the first

@@ -3,6 +3,7 @@
 //! `u32` so the per-sample path is array indexing, not hashing.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 
 use serde::{Deserialize, Serialize};
 
@@ -97,9 +98,23 @@ impl<T> Slab<T> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Input {
     pub(super) series: SeriesId,
+    /// The state this series feeds, plus one (so a free slot costs no tag).
+    key1: NonZeroU32,
+}
+
+impl Input {
+    pub(super) fn new(series: SeriesId, key: u32) -> Self {
+        Input {
+            series,
+            key1: NonZeroU32::MIN.saturating_add(key),
+        }
+    }
+
     /// The state this series feeds.
-    pub(super) key: u32,
-    pub(super) rate: Option<Box<CounterRate>>,
+    #[inline]
+    pub(super) fn key(&self) -> u32 {
+        self.key1.get() - 1
+    }
 }
 
 /// The latest sample of an input of an aggregate or quantile rule, which combines its
@@ -435,6 +450,8 @@ pub(super) struct RuleState {
     pub(super) inputs: Slab<Input>,
     /// Aggregate and quantile rules: the latest sample of each input, by input slot.
     readings: Paged<Reading>,
+    /// Rules with `rate`: the counter history of each input, by input slot.
+    rates: Paged<CounterRate>,
     pub(super) keys: KeyTable,
     /// Next step time of a step rule.
     pub(super) next_step: i64,
@@ -447,11 +464,30 @@ impl RuleState {
         RuleState {
             inputs: Slab::default(),
             readings: Paged::default(),
+            rates: Paged::default(),
             keys: KeyTable::default(),
             next_step: i64::MIN,
             stats: RuleStats::default(),
             cap_noticed: false,
         }
+    }
+
+    /// The counter history of input `slot`, to update (rules with `rate`).
+    #[inline]
+    pub(super) fn rate_mut(&mut self, slot: u32) -> &mut CounterRate {
+        while self.rates.len() <= slot as usize {
+            self.rates.push(CounterRate::default());
+        }
+        &mut self.rates[slot as usize]
+    }
+
+    /// Frees input `slot` (and its counter history); returns the input.
+    pub(super) fn remove_input(&mut self, slot: u32) -> Option<Input> {
+        let input = self.inputs.remove(slot)?;
+        if let Some(r) = self.rates.get_mut(slot as usize) {
+            *r = CounterRate::default();
+        }
+        Some(input)
     }
 
     /// The latest sample of input `slot` (step rules).
@@ -474,14 +510,11 @@ impl RuleState {
     pub(super) fn heap_bytes(&self) -> usize {
         let inputs = self.inputs.heap_bytes()
             + self.readings.heap_bytes()
+            + self.rates.heap_bytes()
             + self
-                .inputs
+                .rates
                 .iter()
-                .map(|(_, i)| {
-                    i.rate
-                        .as_ref()
-                        .map_or(0, |r| std::mem::size_of::<CounterRate>() + r.heap_bytes())
-                })
+                .map(CounterRate::heap_bytes)
                 .sum::<usize>();
         let keys = self.keys.slab.heap_bytes()
             + self.keys.iter().map(|(_, k)| k.heap_bytes()).sum::<usize>();
