@@ -58,10 +58,13 @@ fn detectors(c: &mut Criterion) {
         const N: usize = 10_000;
         let xs = values(N);
         let mut state = spec.new_state();
+        // The window the evaluator keeps for each state in its rule's arena.
+        let w = spec.window_slots();
+        let mut window = vec![f64::NAN; w];
         let mut ts = T0;
         for &x in &xs {
             ts += STEP_MS;
-            spec.observe(&mut state, ts, x, false);
+            spec.observe(&mut state, &mut window, ts, x, false);
         }
         g.throughput(Throughput::Elements(N as u64));
         g.bench_function(BenchmarkId::new(name, "1 state"), |b| {
@@ -69,7 +72,7 @@ fn detectors(c: &mut Criterion) {
                 cpu_timed(iters, || {
                     for &x in &xs {
                         ts += STEP_MS;
-                        black_box(spec.observe(&mut state, ts, black_box(x), false));
+                        black_box(spec.observe(&mut state, &mut window, ts, black_box(x), false));
                     }
                 })
             })
@@ -79,13 +82,16 @@ fn detectors(c: &mut Criterion) {
         // value that changes from step to step (a window of 2N values, shifted per step).
         let xs2 = values(2 * N);
         let mut states: Vec<DetectorState> = (0..N).map(|_| spec.new_state()).collect();
+        // Windows contiguous, one after the other, as in the evaluator's arena.
+        let mut windows = vec![f64::NAN; N * w];
         let mut ts = T0;
         let mut step = 0usize;
         let mut feed = |states: &mut [DetectorState], ts: i64| {
             step += 1;
             let off = step * 7919 % N;
-            for (s, &x) in states.iter_mut().zip(&xs2[off..off + N]) {
-                black_box(spec.observe(s, ts, black_box(x), false));
+            for (i, (s, &x)) in states.iter_mut().zip(&xs2[off..off + N]).enumerate() {
+                let window = &mut windows[i * w..(i + 1) * w];
+                black_box(spec.observe(s, window, ts, black_box(x), false));
             }
         };
         for _ in 0..100 {

@@ -43,17 +43,25 @@ pub(crate) enum Routes {
     /// Not computed yet (or the series expired).
     #[default]
     Unrouted,
+    /// The series feeds no rule.
+    Empty,
     /// The series feeds one rule.
     One(Route),
-    /// The series feeds zero or several rules.
-    Many(Box<[Route]>),
+    /// The series feeds several rules (a thin box: the variant stays 8 bytes).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Route>>),
 }
 
 impl Routes {
     pub(crate) fn from_vec(v: Vec<Route>) -> Self {
         match v.as_slice() {
+            [] => Routes::Empty,
             [one] => Routes::One(*one),
-            _ => Routes::Many(v.into_boxed_slice()),
+            _ => {
+                let mut v = v;
+                v.shrink_to_fit();
+                Routes::Many(Box::new(v))
+            }
         }
     }
 
@@ -74,7 +82,7 @@ impl Routes {
     #[inline]
     pub(crate) fn as_slice(&self) -> &[Route] {
         match self {
-            Routes::Unrouted => &[],
+            Routes::Unrouted | Routes::Empty => &[],
             Routes::One(r) => std::slice::from_ref(r),
             Routes::Many(b) => b,
         }
@@ -82,7 +90,9 @@ impl Routes {
 
     fn heap_bytes(&self) -> usize {
         match self {
-            Routes::Many(b) => b.len() * std::mem::size_of::<Route>(),
+            Routes::Many(b) => {
+                std::mem::size_of::<Vec<Route>>() + b.capacity() * std::mem::size_of::<Route>()
+            }
             _ => 0,
         }
     }

@@ -202,10 +202,9 @@ pub enum DetectorState {
 }
 
 impl DetectorState {
-    /// Heap bytes held (window points).
+    /// Heap bytes held (window points; not the zscore window, which the caller keeps).
     pub fn heap_bytes(&self) -> usize {
         match self {
-            DetectorState::ZScore(s) => s.capacity() * 8,
             DetectorState::Growth(s) => s.capacity() * 8,
             _ => 0,
         }
@@ -216,20 +215,39 @@ impl DetectorSpec {
     /// Fresh state for a new series.
     pub fn new_state(&self) -> DetectorState {
         match self {
-            DetectorSpec::ZScore(_, p) => DetectorState::ZScore(ZScoreState::new(p)),
+            DetectorSpec::ZScore(..) => DetectorState::ZScore(ZScoreState::new()),
             DetectorSpec::Ewma(..) => DetectorState::Ewma(EwmaState::default()),
             DetectorSpec::Growth(c) => DetectorState::Growth(GrowthState::new(c)),
             DetectorSpec::Threshold(_) | DetectorSpec::Absent(_) => DetectorState::Stateless,
         }
     }
 
-    /// Scores `x` at `ts` and folds it into `state`.
+    /// Slots of the window that the caller keeps for each state (see
+    /// [`DetectorSpec::observe`]): the zscore window, 0 for the other detectors.
+    pub fn window_slots(&self) -> usize {
+        match self {
+            DetectorSpec::ZScore(_, p) => p.capacity,
+            _ => 0,
+        }
+    }
+
+    /// Scores `x` at `ts` and folds it into `state` and its `window` (of
+    /// [`DetectorSpec::window_slots`] slots, all NaN for a new state).
     #[inline]
-    pub fn observe(&self, state: &mut DetectorState, ts: i64, x: f64, active: bool) -> Verdict {
+    pub fn observe(
+        &self,
+        state: &mut DetectorState,
+        window: &mut [f64],
+        ts: i64,
+        x: f64,
+        active: bool,
+    ) -> Verdict {
         match (self, state) {
             (DetectorSpec::Threshold(c), _) => c.observe(x, active),
-            (DetectorSpec::ZScore(c, p), DetectorState::ZScore(s)) => {
-                s.observe(c, p, ts, x, active)
+            (DetectorSpec::ZScore(c, p), DetectorState::ZScore(s))
+                if window.len() == p.capacity =>
+            {
+                s.observe(c, p, window, ts, x, active)
             }
             (DetectorSpec::Ewma(c, alpha), DetectorState::Ewma(s)) => {
                 s.observe(c, *alpha, x, active)
@@ -254,9 +272,9 @@ impl DetectorSpec {
     }
 
     /// The points of a windowed detector's window as (ts, value), oldest first.
-    pub fn window_points(&self, state: &DetectorState) -> Vec<(i64, f64)> {
+    pub fn window_points(&self, state: &DetectorState, window: &[f64]) -> Vec<(i64, f64)> {
         match (self, state) {
-            (DetectorSpec::ZScore(_, p), DetectorState::ZScore(s)) => s.points(p),
+            (DetectorSpec::ZScore(_, p), DetectorState::ZScore(s)) => s.points(p, window),
             _ => Vec::new(),
         }
     }

@@ -113,10 +113,11 @@ impl ZScoreConfig {
     }
 }
 
-/// Sliding window with running moments.
+/// Running moments of a sliding window. The window itself (`capacity` slots of one f64,
+/// NaN when empty) is kept by the caller and passed to each call (the evaluator keeps
+/// the windows of a rule's states in one arena).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ZScoreState {
-    ring: Box<[f64]>,
     /// Slot number (ts / slot_ms) of the newest point; i64::MIN before the first.
     head: i64,
     /// Ring index of `head` (head mod capacity), kept to avoid a division per point.
@@ -129,9 +130,8 @@ pub struct ZScoreState {
 }
 
 impl ZScoreState {
-    pub(super) fn new(p: &Params) -> Self {
+    pub(super) fn new() -> Self {
         ZScoreState {
-            ring: vec![f64::NAN; p.capacity].into_boxed_slice(),
             head: i64::MIN,
             head_idx: 0,
             count: 0,
@@ -154,27 +154,20 @@ impl ZScoreState {
     }
 
     /// The window's points as (slot start ts, value), oldest first.
-    pub fn points(&self, p: &Params) -> Vec<(i64, f64)> {
-        if self.head == i64::MIN {
+    pub fn points(&self, p: &Params, ring: &[f64]) -> Vec<(i64, f64)> {
+        if self.head == i64::MIN || ring.len() != p.capacity {
             return Vec::new();
         }
-        let cap = self.ring.len() as i64;
+        let cap = ring.len() as i64;
         (self.head - cap + 1..=self.head)
-            .map(|slot| (slot * p.slot_ms, self.ring[slot.rem_euclid(cap) as usize]))
+            .map(|slot| (slot * p.slot_ms, ring[slot.rem_euclid(cap) as usize]))
             .filter(|(_, v)| !v.is_nan())
             .collect()
     }
 
     /// Whether a state read from a snapshot fits `p`.
     pub(super) fn fits(&self, p: &Params) -> bool {
-        self.ring.len() == p.capacity
-            && (self.head_idx as usize) < p.capacity
-            && self.count as usize <= p.capacity
-    }
-
-    /// Slots in the window.
-    pub fn capacity(&self) -> usize {
-        self.ring.len()
+        (self.head_idx as usize) < p.capacity && self.count as usize <= p.capacity
     }
 
     /// Points currently in the window.
@@ -187,26 +180,27 @@ impl ZScoreState {
         self.count == 0
     }
 
-    fn remove_at(&mut self, i: usize) {
-        let old = self.ring[i];
+    #[inline]
+    fn remove_at(&mut self, ring: &mut [f64], i: usize) {
+        let old = ring[i];
         if !old.is_nan() {
             let d = old - self.shift;
             self.s1 -= d;
             self.s2 -= d * d;
             self.count -= 1;
-            self.ring[i] = f64::NAN;
+            ring[i] = f64::NAN;
         }
     }
 
-    fn recompute(&mut self) {
+    fn recompute(&mut self, ring: &[f64]) {
         let (mut n, mut sum) = (0u32, 0.0);
-        for &v in self.ring.iter().filter(|v| !v.is_nan()) {
+        for &v in ring.iter().filter(|v| !v.is_nan()) {
             n += 1;
             sum += v;
         }
         self.shift = if n > 0 { sum / f64::from(n) } else { 0.0 };
         let (mut s1, mut s2) = (0.0, 0.0);
-        for &v in self.ring.iter().filter(|v| !v.is_nan()) {
+        for &v in ring.iter().filter(|v| !v.is_nan()) {
             let d = v - self.shift;
             s1 += d;
             s2 += d * d;
@@ -214,15 +208,18 @@ impl ZScoreState {
         (self.count, self.s1, self.s2, self.since_recompute) = (n, s1, s2, 0);
     }
 
+    /// Scores `x` at `ts` and folds it into the window `ring` (`p.capacity` slots).
     pub(super) fn observe(
         &mut self,
         c: &ZScoreConfig,
         p: &Params,
+        ring: &mut [f64],
         ts: i64,
         x: f64,
         active: bool,
     ) -> Verdict {
-        let cap = self.ring.len();
+        let cap = ring.len();
+        debug_assert_eq!(cap, p.capacity);
         // The slot of `ts`: the same or the next slot (the common cases) without an
         // integer division.
         let slot = if self.head == i64::MIN {
@@ -246,7 +243,7 @@ impl ZScoreState {
             let gap = (slot - self.head).min(cap as i64) as usize;
             for _ in 0..gap {
                 head_idx = if head_idx + 1 == cap { 0 } else { head_idx + 1 };
-                self.remove_at(head_idx);
+                self.remove_at(ring, head_idx);
             }
             if slot - self.head > cap as i64 {
                 head_idx = slot.rem_euclid(cap as i64) as usize;
@@ -295,15 +292,15 @@ impl ZScoreState {
             } else {
                 slot.rem_euclid(cap as i64) as usize
             };
-            self.remove_at(idx);
-            self.ring[idx] = x;
+            self.remove_at(ring, idx);
+            ring[idx] = x;
             let d = x - self.shift;
             self.s1 += d;
             self.s2 += d * d;
             self.count += 1;
             self.since_recompute += 1;
             if self.since_recompute as usize >= cap {
-                self.recompute();
+                self.recompute(ring);
             }
         }
         verdict
@@ -313,6 +310,31 @@ impl ZScoreState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state with its own window.
+    #[derive(Clone)]
+    struct Owned {
+        s: ZScoreState,
+        ring: Vec<f64>,
+    }
+
+    impl Owned {
+        fn new(p: &Params) -> Self {
+            Owned {
+                s: ZScoreState::new(),
+                ring: vec![f64::NAN; p.capacity],
+            }
+        }
+        fn observe(&mut self, c: &ZScoreConfig, p: &Params, ts: i64, x: f64, a: bool) -> Verdict {
+            self.s.observe(c, p, &mut self.ring, ts, x, a)
+        }
+        fn moments(&self) -> (f64, f64) {
+            self.s.moments()
+        }
+        fn len(&self) -> u32 {
+            self.s.len()
+        }
+    }
 
     fn cfg(window_s: i64, min: u32) -> (ZScoreConfig, Params) {
         let c = ZScoreConfig {
@@ -330,7 +352,7 @@ mod tests {
     fn scores_against_window_before_the_point() {
         // 30 points alternating 0/2 (mean 1, sd 1) then one at z = 9, not capped at sqrt(n-1).
         let (c, p) = cfg(40, 10);
-        let mut s = ZScoreState::new(&p);
+        let mut s = Owned::new(&p);
         for i in 0..30 {
             s.observe(&c, &p, i * 1000, if i % 2 == 0 { 0.0 } else { 2.0 }, false);
         }
@@ -343,7 +365,7 @@ mod tests {
     #[test]
     fn min_samples_and_flat_windows() {
         let (c, p) = cfg(60, 5);
-        let mut s = ZScoreState::new(&p);
+        let mut s = Owned::new(&p);
         for i in 0..4 {
             assert_eq!(s.observe(&c, &p, i * 1000, 5.0, false), Verdict::UNKNOWN);
         }
@@ -363,7 +385,7 @@ mod tests {
     #[test]
     fn time_based_eviction_across_gaps() {
         let (c, p) = cfg(10, 2);
-        let mut s = ZScoreState::new(&p);
+        let mut s = Owned::new(&p);
         for i in 0..10 {
             s.observe(&c, &p, i * 1000, i as f64, false);
         }
@@ -382,7 +404,7 @@ mod tests {
         c.direction = Direction::Up;
         c.recover = Some(1.0);
         let p = c.compile(Duration::from_secs(1)).unwrap();
-        let mut s = ZScoreState::new(&p);
+        let mut s = Owned::new(&p);
         for i in 0..20 {
             s.observe(&c, &p, i * 1000, if i % 2 == 0 { 9.0 } else { 11.0 }, false);
         }
@@ -404,7 +426,7 @@ mod tests {
     fn scores_below_the_mean_are_zero() {
         let (mut c, p) = cfg(40, 10);
         c.direction = Direction::Up;
-        let mut s = ZScoreState::new(&p);
+        let mut s = Owned::new(&p);
         for i in 0..30 {
             s.observe(&c, &p, i * 1000, if i % 2 == 0 { 0.0 } else { 2.0 }, false);
         }
@@ -413,7 +435,7 @@ mod tests {
             assert!((v.score - score).abs() < 1e-12, "x = {x}: {}", v.score);
         }
         // A window of tiny subnormal values: sd underflows, the score stays a number.
-        let mut tiny = ZScoreState::new(&p);
+        let mut tiny = Owned::new(&p);
         for i in 0..30 {
             tiny.observe(&c, &p, i * 1000, f64::from_bits(i as u64 % 2), false);
         }
@@ -425,7 +447,7 @@ mod tests {
     fn no_drift_over_1e8_updates() {
         // A large offset with small noise is the worst case for running sums.
         let (c, p) = cfg(100, 10);
-        let mut s = ZScoreState::new(&p);
+        let mut s = Owned::new(&p);
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for i in 0..100_000_000i64 {
             x ^= x << 13;

@@ -268,7 +268,7 @@ const UNSTARTED: i64 = i64::MIN;
 impl Evaluator {
     /// An evaluator for `rules` with no state.
     pub fn new(rules: Arc<RuleSet>, config: EvaluatorConfig) -> Self {
-        let states = rules.rules.iter().map(|_| RuleState::new()).collect();
+        let states = rules.rules.iter().map(RuleState::new).collect();
         let max_staleness = rules
             .rules
             .iter()
@@ -628,6 +628,7 @@ impl Evaluator {
                     KeyLabels::Own(buf.as_slice().into())
                 };
                 let k = st.keys.insert(buf, labels, Key::new(rule, born), series);
+                st.windows.reset(k);
                 if matches!(rule.kind, RuleKind::Absent { .. }) {
                     // Kept past its inputs' expiry.
                     self.expiry_at(born.saturating_add(ABSENT_RETENTION_MS));
@@ -689,19 +690,28 @@ impl Evaluator {
         }
         let key = st.keys.get_mut(k);
         let Some(det) = &rule.detector else { return };
-        let verdict = det.observe(&mut key.detector, ts, value, key.track.is_active());
+        let window = st.windows.get_mut(k);
+        let verdict = det.observe(&mut key.detector, window, ts, value, key.track.is_active());
         st.stats.evaluations += 1;
         self.evaluate(rule, i, k, ts, verdict, value);
     }
 
     /// Runs the lifecycle of state `k` of rule `i` and emits what changed.
     fn evaluate(&mut self, rule: &Rule, i: usize, k: u32, ts: i64, verdict: Verdict, value: f64) {
-        let key = self.states[i].keys.get_mut(k);
+        let st = &mut self.states[i];
+        let key = st.keys.get_mut(k);
         let born = key.born;
         let change = key
             .track
             .step(rule, ts, verdict.anomalous, value, verdict.score, born);
-        key.record(rule, ts, value, verdict, self.config.history_points);
+        key.record(
+            rule,
+            st.windows.get(k),
+            ts,
+            value,
+            verdict,
+            self.config.history_points,
+        );
         if let Some(change) = change {
             self.emit(rule, i, k, ts, change);
         }
@@ -738,6 +748,7 @@ impl Evaluator {
                         Key::new(rule, *ts),
                         &self.series,
                     );
+                    st.windows.reset(k);
                     // Wake the rule if it skipped its idle steps: its first step at or
                     // after `ts` (not run yet: compound rules step after the others).
                     let step = ceil_to(*ts, rule.interval_ms);
@@ -898,8 +909,10 @@ impl Evaluator {
     /// Feeds a step value to the detector of state `k` and runs its lifecycle.
     fn detect_at(&mut self, rule: &Rule, i: usize, k: u32, t: i64, value: f64) {
         let Some(det) = &rule.detector else { return };
-        let key = self.states[i].keys.get_mut(k);
-        let verdict = det.observe(&mut key.detector, t, value, key.track.is_active());
+        let st = &mut self.states[i];
+        let key = st.keys.get_mut(k);
+        let window = st.windows.get_mut(k);
+        let verdict = det.observe(&mut key.detector, window, t, value, key.track.is_active());
         self.states[i].stats.evaluations += 1;
         self.evaluate(rule, i, k, t, verdict, value);
     }

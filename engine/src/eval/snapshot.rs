@@ -139,6 +139,12 @@ impl Evaluator {
         }
         // Check indices before trusting them: a corrupt snapshot must not panic later.
         for (st, rule) in ev.states.iter().zip(&rules.rules) {
+            let per = rule.detector.as_ref().map_or(0, |d| d.window_slots());
+            if !st.windows.fits(per, st.keys.slots()) {
+                return Err(SnapshotError::Corrupt(
+                    "detector windows do not fit their rule".into(),
+                ));
+            }
             for (_, key) in st.keys.iter() {
                 if rule
                     .detector

@@ -285,6 +285,7 @@ impl Key {
     pub(super) fn record(
         &mut self,
         rule: &Rule,
+        window: &[f64],
         ts: i64,
         value: f64,
         verdict: Verdict,
@@ -300,7 +301,7 @@ impl Key {
             let mut h = VecDeque::new();
             if let Some(det) = &rule.detector {
                 h.extend(
-                    det.window_points(&self.detector)
+                    det.window_points(&self.detector, window)
                         .into_iter()
                         .filter(|&(t, _)| t < ts)
                         .map(|(t, v)| Point {
@@ -444,6 +445,83 @@ impl KeyTable {
     }
 }
 
+/// Elements per page of [`Windows`] (at most; a page holds a power of two of windows).
+const WINDOW_PAGE: usize = 8192;
+
+/// The detector windows (zscore) of a rule's states, `per` slots each, by state slot,
+/// in pages (no per-state allocation, no doubling spare).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Windows {
+    per: u32,
+    /// log2 of the windows per page.
+    shift: u32,
+    pages: Vec<Box<[f64]>>,
+}
+
+impl Windows {
+    fn new(per: usize) -> Self {
+        Windows {
+            per: per as u32,
+            shift: Self::shift_for(per),
+            pages: Vec::new(),
+        }
+    }
+
+    fn shift_for(per: usize) -> u32 {
+        (WINDOW_PAGE / per.max(1)).max(1).ilog2()
+    }
+
+    fn page_len(&self) -> usize {
+        (self.per as usize) << self.shift
+    }
+
+    /// The window of state `k` (empty for rules without one).
+    #[inline]
+    pub(super) fn get_mut(&mut self, k: u32) -> &mut [f64] {
+        let per = self.per as usize;
+        if per == 0 {
+            return &mut [];
+        }
+        let at = (k as usize & ((1 << self.shift) - 1)) * per;
+        &mut self.pages[(k >> self.shift) as usize][at..at + per]
+    }
+
+    /// The window of state `k`, read-only (empty if it has none).
+    pub(super) fn get(&self, k: u32) -> &[f64] {
+        let per = self.per as usize;
+        let at = (k as usize & ((1 << self.shift) - 1)) * per;
+        self.pages
+            .get((k >> self.shift) as usize)
+            .map_or(&[], |p| &p[at..at + per])
+    }
+
+    /// Empties the window of a new state `k`.
+    pub(super) fn reset(&mut self, k: u32) {
+        if self.per == 0 {
+            return;
+        }
+        while self.pages.len() <= (k >> self.shift) as usize {
+            self.pages
+                .push(vec![f64::NAN; self.page_len()].into_boxed_slice());
+        }
+        self.get_mut(k).fill(f64::NAN);
+    }
+
+    /// Whether windows read from a snapshot fit a rule with `per` slots a window and
+    /// cover states `0..slots`.
+    pub(super) fn fits(&self, per: usize, slots: usize) -> bool {
+        self.per as usize == per
+            && self.shift == Self::shift_for(per)
+            && self.pages.iter().all(|p| p.len() == self.page_len())
+            && (per == 0 || self.pages.len() << self.shift >= slots)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.pages.capacity() * std::mem::size_of::<Box<[f64]>>()
+            + self.pages.len() * self.page_len() * 8
+    }
+}
+
 /// Everything the evaluator keeps for one rule.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct RuleState {
@@ -453,6 +531,8 @@ pub(super) struct RuleState {
     /// Rules with `rate`: the counter history of each input, by input slot.
     rates: Paged<CounterRate>,
     pub(super) keys: KeyTable,
+    /// The states' detector windows, by state slot.
+    pub(super) windows: Windows,
     /// Next step time of a step rule.
     pub(super) next_step: i64,
     pub(super) stats: RuleStats,
@@ -460,8 +540,9 @@ pub(super) struct RuleState {
 }
 
 impl RuleState {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(rule: &Rule) -> Self {
         RuleState {
+            windows: Windows::new(rule.detector.as_ref().map_or(0, |d| d.window_slots())),
             inputs: Slab::default(),
             readings: Paged::default(),
             rates: Paged::default(),
@@ -518,6 +599,9 @@ impl RuleState {
                 .sum::<usize>();
         let keys = self.keys.slab.heap_bytes()
             + self.keys.iter().map(|(_, k)| k.heap_bytes()).sum::<usize>();
-        inputs + keys + self.keys.index.capacity() * (std::mem::size_of::<u32>() + 1)
+        inputs
+            + keys
+            + self.windows.heap_bytes()
+            + self.keys.index.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 }
