@@ -609,7 +609,13 @@ impl Evaluator {
         }
         let st = &mut self.states[i];
         let series = &self.series;
-        let key = match st.keys.find(buf, series) {
+        // A one-to-one rule has no index: a new series has no state yet.
+        let found = if st.one_to_one {
+            None
+        } else {
+            st.keys.find(buf, series)
+        };
+        let key = match found {
             Some(k) => k,
             None if st.keys.live() >= rule.max_series as usize => {
                 if !st.cap_noticed {
@@ -629,6 +635,7 @@ impl Evaluator {
                 };
                 let k = st.keys.insert(buf, labels, Key::new(rule, born), series);
                 st.windows.reset(k);
+                st.set_born(rule, k, born);
                 if matches!(rule.kind, RuleKind::Absent { .. }) {
                     // Kept past its inputs' expiry.
                     self.expiry_at(born.saturating_add(ABSENT_RETENTION_MS));
@@ -639,6 +646,10 @@ impl Evaluator {
         };
         let st = &mut self.states[i];
         st.keys.get_mut(key).refs += 1;
+        if st.one_to_one {
+            // The route leads to the state itself.
+            return key;
+        }
         let slot = st.inputs.insert(Input::new(id, key));
         if rule.rate_ms.is_some() {
             // A fresh history (a reused slot's was reset when it was freed).
@@ -665,7 +676,11 @@ impl Evaluator {
             st.stats.refused += 1;
             return;
         }
-        let k = st.inputs.get(r.input).key();
+        let k = if st.one_to_one {
+            r.input
+        } else {
+            st.inputs.get(r.input).key()
+        };
         let value = match rule.rate_ms {
             Some(range) => st
                 .rate_mut(r.input)
@@ -699,8 +714,8 @@ impl Evaluator {
     /// Runs the lifecycle of state `k` of rule `i` and emits what changed.
     fn evaluate(&mut self, rule: &Rule, i: usize, k: u32, ts: i64, verdict: Verdict, value: f64) {
         let st = &mut self.states[i];
+        let born = st.born(k);
         let key = st.keys.get_mut(k);
-        let born = key.born;
         let change = key
             .track
             .step(rule, ts, verdict.anomalous, value, verdict.score, born);
@@ -749,6 +764,7 @@ impl Evaluator {
                         &self.series,
                     );
                     st.windows.reset(k);
+                    st.set_born(rule, k, *ts);
                     // Wake the rule if it skipped its idle steps: its first step at or
                     // after `ts` (not run yet: compound rules step after the others).
                     let step = ceil_to(*ts, rule.interval_ms);
@@ -999,7 +1015,11 @@ impl Evaluator {
             for r in e.routes.take().as_slice() {
                 if r.input != REFUSED {
                     let st = &mut self.states[r.rule as usize];
-                    if let Some(input) = st.remove_input(r.input) {
+                    if st.one_to_one {
+                        if st.keys.contains(r.input) {
+                            st.keys.get_mut(r.input).refs -= 1;
+                        }
+                    } else if let Some(input) = st.remove_input(r.input) {
                         st.keys.get_mut(input.key()).refs -= 1;
                     }
                 }

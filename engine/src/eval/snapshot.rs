@@ -132,6 +132,7 @@ impl Evaluator {
                 .iter()
                 .position(|r| *r.name == *name && r.definition == definition)
             {
+                st.set_mode(&rules.rules[i]);
                 st.keys.reindex(&ev.series);
                 ev.states[i] = st;
                 carried[i] = true;
@@ -162,6 +163,11 @@ impl Evaluator {
                         ));
                     }
                 }
+            }
+            if st.one_to_one && st.inputs.live() > 0 {
+                return Err(SnapshotError::Corrupt(
+                    "input slots in a one-to-one rule".into(),
+                ));
             }
             for (_, input) in st.inputs.iter() {
                 let series_ok = ev
@@ -223,6 +229,17 @@ impl Evaluator {
                     rule: i as u32,
                     input: slot,
                 });
+            }
+            if st.one_to_one {
+                // The route of a series leads to its state.
+                for (k, key) in st.keys.iter() {
+                    if let KeyLabels::Series(id) = key.labels {
+                        routes[id as usize].push(Route {
+                            rule: i as u32,
+                            input: k,
+                        });
+                    }
+                }
             }
         }
         for (id, series_routes) in routes.iter_mut().enumerate() {

@@ -212,7 +212,6 @@ impl KeyLabels {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Key {
     pub(super) labels: KeyLabels,
-    pub(super) born: i64,
     pub(super) last_seen: i64,
     /// Inputs feeding this state.
     pub(super) refs: u32,
@@ -238,7 +237,6 @@ impl Key {
     pub(super) fn new(rule: &Rule, born: i64) -> Self {
         Key {
             labels: KeyLabels::Own(LabelBuf::default()),
-            born,
             last_seen: born,
             refs: 0,
             detector: rule
@@ -368,6 +366,10 @@ pub(super) struct KeyTable {
     slab: Slab<Key>,
     #[serde(skip)]
     index: HashTable<u32>,
+    /// Without an index (rules where each series has its own state, found from the
+    /// series' route: see [`RuleState::one_to_one`]).
+    #[serde(skip)]
+    unindexed: bool,
 }
 
 impl KeyTable {
@@ -391,6 +393,9 @@ impl KeyTable {
     ) -> u32 {
         key.labels = labels;
         let k = self.slab.insert(key);
+        if self.unindexed {
+            return k;
+        }
         let slab = &self.slab;
         self.index.insert_unique(labels::fast_hash(buf), k, |&j| {
             slab.get(j).labels.hash(series)
@@ -400,9 +405,11 @@ impl KeyTable {
 
     pub(super) fn remove(&mut self, k: u32, series: &SeriesRegistry) {
         if self.slab.contains(k) {
-            let hash = self.slab.get(k).labels.hash(series);
-            if let Ok(entry) = self.index.find_entry(hash, |&i| i == k) {
-                entry.remove();
+            if !self.unindexed {
+                let hash = self.slab.get(k).labels.hash(series);
+                if let Ok(entry) = self.index.find_entry(hash, |&i| i == k) {
+                    entry.remove();
+                }
             }
             self.slab.remove(k);
         }
@@ -435,6 +442,10 @@ impl KeyTable {
     }
 
     pub(super) fn reindex(&mut self, series: &SeriesRegistry) {
+        if self.unindexed {
+            self.index = HashTable::new();
+            return;
+        }
         let slab = &self.slab;
         let hash = |k: u32| slab.get(k).labels.hash(series);
         let mut index = HashTable::with_capacity(slab.live());
@@ -530,7 +541,16 @@ pub(super) struct RuleState {
     readings: Paged<Reading>,
     /// Rules with `rate`: the counter history of each input, by input slot.
     rates: Paged<CounterRate>,
+    /// Rules with `new_series_delay`: when each state was created, by state slot.
+    births: Paged<i64>,
     pub(super) keys: KeyTable,
+    /// Each series has a state of its own, created and expired with it: a rule without
+    /// `by`, `rate`, `aggregate` or `quantile` whose selector names one metric (the
+    /// state's labels are the series' without `__name__`, so no two series share one).
+    /// Such a rule has no input slots and no state index: a series' route gives the
+    /// state slot directly.
+    #[serde(skip)]
+    pub(super) one_to_one: bool,
     /// The states' detector windows, by state slot.
     pub(super) windows: Windows,
     /// Next step time of a step rule.
@@ -541,11 +561,36 @@ pub(super) struct RuleState {
 
 impl RuleState {
     pub(super) fn new(rule: &Rule) -> Self {
+        let mut st = RuleState::empty(rule);
+        st.set_mode(rule);
+        st
+    }
+
+    /// Whether `rule` gives each series a state of its own (see `one_to_one`).
+    fn is_one_to_one(rule: &Rule) -> bool {
+        rule.kind == RuleKind::Direct
+            && rule.by.is_none()
+            && rule.rate_ms.is_none()
+            && rule
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.metric_name().is_some())
+    }
+
+    /// Sets the derived (not serialised) mode of a new or restored state.
+    pub(super) fn set_mode(&mut self, rule: &Rule) {
+        self.one_to_one = Self::is_one_to_one(rule);
+        self.keys.unindexed = self.one_to_one;
+    }
+
+    fn empty(rule: &Rule) -> Self {
         RuleState {
+            one_to_one: false,
             windows: Windows::new(rule.detector.as_ref().map_or(0, |d| d.window_slots())),
             inputs: Slab::default(),
             readings: Paged::default(),
             rates: Paged::default(),
+            births: Paged::default(),
             keys: KeyTable::default(),
             next_step: i64::MIN,
             stats: RuleStats::default(),
@@ -571,6 +616,22 @@ impl RuleState {
         Some(input)
     }
 
+    /// Records when state `k` of `rule` was created (only rules with a
+    /// `new_series_delay` need to know).
+    pub(super) fn set_born(&mut self, rule: &Rule, k: u32, born: i64) {
+        if rule.new_series_delay_ms > 0 {
+            while self.births.len() <= k as usize {
+                self.births.push(i64::MIN);
+            }
+            self.births[k as usize] = born;
+        }
+    }
+
+    /// When state `k` was created (`i64::MIN` for rules without `new_series_delay`).
+    pub(super) fn born(&self, k: u32) -> i64 {
+        self.births.get(k as usize).copied().unwrap_or(i64::MIN)
+    }
+
     /// The latest sample of input `slot` (step rules).
     pub(super) fn reading(&self, slot: u32) -> Reading {
         self.readings
@@ -592,6 +653,7 @@ impl RuleState {
         let inputs = self.inputs.heap_bytes()
             + self.readings.heap_bytes()
             + self.rates.heap_bytes()
+            + self.births.heap_bytes()
             + self
                 .rates
                 .iter()
