@@ -6,7 +6,9 @@
 //! - [`sinks`] (feature `sinks`, on by default): Alertmanager API v2, webhook and
 //!   stdout alert sinks.
 //! - [`otlp`] (feature `otlp`, on by default): OTLP metrics receivers (gRPC and HTTP)
-//!   and the mapping of OTLP data points to engine samples.
+//!   and the mapping of OTLP data points to engine samples. Feature `otlp-map` alone
+//!   gives the mapping ([`otlp::prepare`], [`otlp::Mapper`]) without the servers: the
+//!   replay reader of OTLP-JSON recordings maps with it, so both paths agree.
 //!
 //! Kafka, the Kafka sink and the actuator land with their issues; the dependency
 //! direction (engine ← connectors ← binary) is fixed from the start.
@@ -16,5 +18,5 @@
 #[cfg(feature = "sinks")]
 pub mod sinks;
 
-#[cfg(feature = "otlp")]
+#[cfg(feature = "otlp-map")]
 pub mod otlp;

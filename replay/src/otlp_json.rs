@@ -1,269 +1,230 @@
 //! OTLP-JSON lines, as the OpenTelemetry Collector's file exporter writes them: one
 //! `ExportMetricsServiceRequest` in the OTLP/JSON encoding a line.
 //!
-//! Mapping (the same as the live OTLP receiver): metric name → `__name__` in the
-//! Prometheus charset; resource, scope (`otel_scope_name`) and point attributes →
-//! labels, with the Kubernetes aliases `node`, `pod`, `namespace`, `container`,
-//! `service` added; gauges and sums → their value (a line holds cumulative sums as
-//! they were written); histograms → cumulative `<name>_bucket{le}`, `<name>_sum`,
-//! `<name>_count`; summaries → `<name>{quantile}`, `_sum`, `_count`. A point with the
-//! no-recorded-value flag becomes a staleness marker.
+//! Each line is decoded into the `opentelemetry-proto` message types and mapped with
+//! the live OTLP receiver's own code (`vigil_connectors::otlp::{prepare, Mapper}`, the
+//! `otlp-map` feature: no servers), so a recorded export and the same export received
+//! live give identical series and values. The mapping is documented in the connectors
+//! README: metric name → `__name__` in the Prometheus charset; point attributes, scope
+//! (`otel_scope_name`) and resource attributes → labels, with the Kubernetes aliases
+//! `node`, `pod`, `namespace`, `container`, `service`; gauges and cumulative sums →
+//! their value; delta sums and histograms → running totals per series, kept across
+//! the lines of one file ([`Decoder`]); histograms (explicit and exponential) →
+//! cumulative `<name>_bucket{le}`, `<name>_sum`, `<name>_count`; summaries →
+//! `<name>{quantile}`, `_sum`, `_count`; the no-recorded-value flag → a staleness
+//! marker.
+//!
+//! Differences from the receiver, where a file has no request to answer: a data point
+//! without a timestamp, or one the receiver would reject as invalid, makes the line
+//! malformed (an error with file and line, or skipped and counted with `--skip-bad`);
+//! `"NaN"`, `"Infinity"` and `"-Infinity"` (protojson's spelling of non-finite doubles)
+//! are read as such values.
+
+use std::sync::Arc;
 
 use serde_json::Value;
-use vigil_engine::labels::{Labels, METRIC_NAME};
-use vigil_engine::series::STALE_MARKER;
-
-const ALIASES: [(&str, &str); 5] = [
-    ("k8s.node.name", "node"),
-    ("k8s.pod.name", "pod"),
-    ("k8s.namespace.name", "namespace"),
-    ("k8s.container.name", "container"),
-    ("service.name", "service"),
-];
+use vigil_connectors::otlp::proto::tonic::metrics::v1::{metric::Data, number_data_point};
+use vigil_connectors::otlp::{
+    prepare, ExportMetricsServiceRequest, Limits, Mapper, MappingConfig, OtlpStats,
+};
+use vigil_engine::labels::Labels;
+use vigil_engine::series::SeriesRegistry;
+use vigil_engine::Sample;
 
 /// A sample: labels, ts ms, value.
 pub type Point = (Labels, i64, f64);
 
-fn prom_name(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
-    out
+/// Decodes the lines of one OTLP-JSON file; keeps the running totals of delta series
+/// from line to line, as the live receiver does from request to request.
+#[derive(Debug)]
+pub struct Decoder {
+    mapper: Mapper,
+    registry: SeriesRegistry,
+    /// Decoded labels by series id (ids only live in this decoder's registry).
+    labels: Vec<Option<Labels>>,
+    samples: Vec<Sample>,
 }
 
-fn any_value(v: &Value) -> String {
-    let Some(obj) = v.as_object() else {
-        return String::new();
-    };
-    // An AnyValue has exactly one field set.
-    match obj.iter().next() {
-        Some((_, Value::String(s))) => s.clone(),
-        Some((_, Value::Number(n))) => n.to_string(),
-        Some((_, Value::Bool(b))) => b.to_string(),
-        Some((_, other)) => other.to_string(),
-        None => String::new(),
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new(MappingConfig::default())
     }
 }
 
-fn add_attributes(labels: &mut Labels, attrs: Option<&Value>) {
-    for kv in attrs.and_then(Value::as_array).into_iter().flatten() {
-        let (Some(k), Some(v)) = (kv.get("key").and_then(Value::as_str), kv.get("value")) else {
-            continue;
-        };
-        let v = any_value(v);
-        if let Some((_, alias)) = ALIASES.iter().find(|(key, _)| *key == k) {
-            labels.insert((*alias).to_string(), v.clone());
+/// The decoder's registry is reset past this many series.
+const MAX_SERIES: usize = 1 << 20;
+
+impl Decoder {
+    /// A decoder with the given mapping settings (`otlp.mapping` of `vigil run`).
+    pub fn new(config: MappingConfig) -> Self {
+        Decoder {
+            mapper: Mapper::new(config, Arc::new(OtlpStats::default())),
+            registry: SeriesRegistry::default(),
+            labels: Vec::new(),
+            samples: Vec::new(),
         }
-        labels.insert(k.to_string(), v);
     }
-}
 
-fn nanos(p: &Value, field: &str) -> Option<i64> {
-    let v = p.get(field)?;
-    let n: i128 = match v {
-        Value::String(s) => s.parse().ok()?,
-        Value::Number(n) => i128::from(n.as_i64()?),
-        _ => return None,
-    };
-    (n > 0).then_some((n / 1_000_000) as i64)
-}
-
-fn number(p: &Value) -> Option<f64> {
-    if let Some(d) = p.get("asDouble") {
-        return match d {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => match s.as_str() {
-                "NaN" => Some(f64::NAN),
-                "Infinity" => Some(f64::INFINITY),
-                "-Infinity" => Some(f64::NEG_INFINITY),
-                s => s.parse().ok(),
+    /// Parses one line into samples.
+    pub fn parse_line(&mut self, line: &str) -> Result<Vec<Point>, String> {
+        let mut req = decode(line)?;
+        let p = prepare(
+            &mut req,
+            &Limits {
+                max_points: usize::MAX,
             },
-            _ => None,
-        };
-    }
-    match p.get("asInt")? {
-        Value::String(s) => s.parse::<i64>().ok().map(|i| i as f64),
-        Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
-}
-
-fn u64_of(v: Option<&Value>) -> Option<f64> {
-    match v? {
-        Value::String(s) => s.parse::<u64>().ok().map(|u| u as f64),
-        Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
-}
-
-fn no_value(p: &Value) -> bool {
-    p.get("flags")
-        .and_then(Value::as_u64)
-        .is_some_and(|f| f & 1 == 1)
-}
-
-/// Parses one line into samples.
-pub fn parse_line(line: &str) -> Result<Vec<Point>, String> {
-    let doc: Value = serde_json::from_str(line).map_err(|e| format!("not OTLP JSON: {e}"))?;
-    let rms = doc
-        .get("resourceMetrics")
-        .and_then(Value::as_array)
-        .ok_or("no resourceMetrics: not an OTLP metrics export")?;
-    let mut out = Vec::new();
-    for rm in rms {
-        let mut base = Labels::new();
-        add_attributes(&mut base, rm.pointer("/resource/attributes"));
-        for sm in rm
-            .get("scopeMetrics")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let mut scope = base.clone();
-            if let Some(name) = sm
-                .pointer("/scope/name")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-            {
-                scope.insert("otel_scope_name".into(), name.to_string());
-            }
-            for m in sm
-                .get("metrics")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let name = prom_name(
-                    m.get("name")
-                        .and_then(Value::as_str)
-                        .ok_or("metric without a name")?,
-                );
-                map_metric(&name, m, &scope, &mut out)?;
-            }
+        );
+        if p.invalid > 0 {
+            return Err(format!("invalid data points: {}", p.message));
         }
-    }
-    Ok(out)
-}
-
-fn point_labels(scope: &Labels, name: &str, p: &Value) -> Labels {
-    let mut l = scope.clone();
-    add_attributes(&mut l, p.get("attributes"));
-    l.insert(METRIC_NAME.into(), name.to_string());
-    l
-}
-
-fn map_metric(name: &str, m: &Value, scope: &Labels, out: &mut Vec<Point>) -> Result<(), String> {
-    let points = |kind: &str| {
-        m.pointer(&format!("/{kind}/dataPoints"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    if m.get("gauge").is_some() || m.get("sum").is_some() {
-        let kind = if m.get("gauge").is_some() {
-            "gauge"
-        } else {
-            "sum"
-        };
-        for p in points(kind) {
-            let ts = nanos(&p, "timeUnixNano")
-                .ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
-            let v = if no_value(&p) {
-                STALE_MARKER
-            } else {
-                number(&p).ok_or_else(|| format!("{name}: data point without a value"))?
-            };
-            out.push((point_labels(scope, name, &p), ts, v));
-        }
-    } else if m.get("histogram").is_some() {
-        for p in points("histogram") {
-            let ts = nanos(&p, "timeUnixNano")
-                .ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
-            let stale = no_value(&p);
-            let base = point_labels(scope, name, &p);
-            let series = |suffix: &str| {
-                let mut l = base.clone();
-                l.insert(METRIC_NAME.into(), format!("{name}{suffix}"));
-                l
-            };
-            let val = |v: f64| if stale { STALE_MARKER } else { v };
-            let counts: Vec<f64> = p
-                .get("bucketCounts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|c| u64_of(Some(c)))
-                .collect();
-            let bounds: Vec<f64> = p
-                .get("explicitBounds")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .collect();
-            let mut cum = 0.0;
-            for (i, c) in counts.iter().enumerate() {
-                cum += c;
-                let le = bounds.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-                let mut l = series("_bucket");
-                l.insert("le".into(), le);
-                out.push((l, ts, val(cum)));
-            }
-            if let Some(count) = u64_of(p.get("count")) {
-                out.push((series("_count"), ts, val(count)));
-            }
-            if let Some(sum) = p.get("sum").and_then(Value::as_f64) {
-                out.push((series("_sum"), ts, val(sum)));
-            }
-        }
-    } else if m.get("summary").is_some() {
-        for p in points("summary") {
-            let ts = nanos(&p, "timeUnixNano")
-                .ok_or_else(|| format!("{name}: data point without timeUnixNano"))?;
-            let base = point_labels(scope, name, &p);
-            for q in p
-                .get("quantileValues")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let mut l = base.clone();
-                l.insert(
-                    "quantile".into(),
-                    q.get("quantile")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(0.0)
-                        .to_string(),
-                );
-                out.push((
-                    l,
-                    ts,
-                    q.get("value").and_then(Value::as_f64).unwrap_or(f64::NAN),
-                ));
-            }
-            let mut c = base.clone();
-            c.insert(METRIC_NAME.into(), format!("{name}_count"));
-            out.push((c, ts, u64_of(p.get("count")).unwrap_or(f64::NAN)));
-            let mut s = base;
-            s.insert(METRIC_NAME.into(), format!("{name}_sum"));
-            out.push((
-                s,
-                ts,
-                p.get("sum").and_then(Value::as_f64).unwrap_or(f64::NAN),
+        if p.missing_timestamp > 0 {
+            return Err(format!(
+                "{} data points without timeUnixNano",
+                p.missing_timestamp
             ));
         }
+        self.map(&req)
     }
-    Ok(())
+
+    /// Maps a prepared request to labelled samples.
+    fn map(&mut self, req: &ExportMetricsServiceRequest) -> Result<Vec<Point>, String> {
+        if self.labels.len() > MAX_SERIES {
+            self.registry = SeriesRegistry::default();
+            self.labels.clear();
+        }
+        self.samples.clear();
+        self.mapper
+            .map(req, 0, &mut self.registry, &mut self.samples);
+        let mut out = Vec::with_capacity(self.samples.len());
+        for s in &self.samples {
+            let i = s.series as usize;
+            if i >= self.labels.len() {
+                self.labels.resize(i + 1, None);
+            }
+            if self.labels[i].is_none() {
+                self.labels[i] = self.registry.labels(s.series);
+            }
+            let labels = self.labels[i]
+                .clone()
+                .ok_or("internal: a mapped series has no labels")?;
+            out.push((labels, s.ts, s.value));
+        }
+        Ok(out)
+    }
+}
+
+/// Parses one line into samples, with no state carried over from other lines (delta
+/// series start from 0); [`Decoder`] keeps it.
+pub fn parse_line(line: &str) -> Result<Vec<Point>, String> {
+    Decoder::default().parse_line(line)
+}
+
+/// Stand-ins for protojson's non-finite doubles while the typed decoder, which only
+/// takes numbers, reads the line; put back afterwards. Values this close to `f64::MAX`
+/// do not occur in metrics.
+const NAN_STAND_IN: f64 = 1.797_693_134_862_315_5e308;
+const INF_STAND_IN: f64 = f64::MAX;
+
+fn decode(line: &str) -> Result<ExportMetricsServiceRequest, String> {
+    if !(line.contains("NaN") || line.contains("Infinity")) {
+        let req = serde_json::from_str::<ExportMetricsServiceRequest>(line)
+            .map_err(|e| format!("not OTLP JSON: {e}"))?;
+        if req.resource_metrics.is_empty() && !line.contains("resourceMetrics") {
+            return Err("no resourceMetrics: not an OTLP metrics export".into());
+        }
+        return Ok(req);
+    }
+    // protojson writes non-finite doubles as strings, which the typed decoder does not
+    // take: read them through stand-ins.
+    let mut doc: Value = serde_json::from_str(line).map_err(|e| format!("not OTLP JSON: {e}"))?;
+    let mut found = false;
+    replace_non_finite(&mut doc, &mut found);
+    let mut req: ExportMetricsServiceRequest =
+        serde_json::from_value(doc).map_err(|e| format!("not OTLP JSON: {e}"))?;
+    if found {
+        restore_non_finite(&mut req);
+    }
+    Ok(req)
+}
+
+fn replace_non_finite(v: &mut Value, found: &mut bool) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                let double_field =
+                    matches!(k.as_str(), "asDouble" | "sum" | "min" | "max" | "value");
+                if let (true, Value::String(s)) = (double_field, &*x) {
+                    let stand_in = match s.as_str() {
+                        "NaN" => NAN_STAND_IN,
+                        "Infinity" => INF_STAND_IN,
+                        "-Infinity" => -INF_STAND_IN,
+                        _ => continue,
+                    };
+                    *found = true;
+                    *x = serde_json::Number::from_f64(stand_in).map_or(Value::Null, Value::Number);
+                } else {
+                    replace_non_finite(x, found);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_non_finite(x, found)),
+        _ => {}
+    }
+}
+
+fn restore(v: &mut f64) {
+    if *v == NAN_STAND_IN {
+        *v = f64::NAN;
+    } else if *v == INF_STAND_IN {
+        *v = f64::INFINITY;
+    } else if *v == -INF_STAND_IN {
+        *v = f64::NEG_INFINITY;
+    }
+}
+
+fn restore_non_finite(req: &mut ExportMetricsServiceRequest) {
+    let number = |v: &mut Option<number_data_point::Value>| {
+        if let Some(number_data_point::Value::AsDouble(d)) = v {
+            restore(d);
+        }
+    };
+    for rm in &mut req.resource_metrics {
+        for sm in &mut rm.scope_metrics {
+            for m in &mut sm.metrics {
+                match &mut m.data {
+                    Some(Data::Gauge(g)) => {
+                        g.data_points.iter_mut().for_each(|p| number(&mut p.value))
+                    }
+                    Some(Data::Sum(s)) => {
+                        s.data_points.iter_mut().for_each(|p| number(&mut p.value))
+                    }
+                    Some(Data::Histogram(h)) => {
+                        for p in &mut h.data_points {
+                            for x in [&mut p.sum, &mut p.min, &mut p.max].into_iter().flatten() {
+                                restore(x);
+                            }
+                        }
+                    }
+                    Some(Data::ExponentialHistogram(h)) => {
+                        for p in &mut h.data_points {
+                            for x in [&mut p.sum, &mut p.min, &mut p.max].into_iter().flatten() {
+                                restore(x);
+                            }
+                        }
+                    }
+                    Some(Data::Summary(s)) => {
+                        for p in &mut s.data_points {
+                            restore(&mut p.sum);
+                            for q in &mut p.quantile_values {
+                                restore(&mut q.value);
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,5 +266,40 @@ mod tests {
             .iter()
             .any(|p| p.0["__name__"] == "lat_count" && p.2 == 3.0));
         assert!(parse_line("{}").is_err());
+        assert!(parse_line("not json").is_err());
+    }
+
+    #[test]
+    fn delta_sums_accumulate_across_lines_and_non_finite_doubles_read() {
+        let line = |t: u64, v: &str| {
+            format!(
+                r#"{{"resourceMetrics":[{{"scopeMetrics":[{{"metrics":[
+                {{"name":"jobs","sum":{{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{{"timeUnixNano":"{t}000000000","asInt":"5"}}]}}}},
+                {{"name":"temp","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}000000000","asDouble":{v}}}]}}}}
+                ]}}]}}]}}"#
+            )
+        };
+        let mut d = Decoder::default();
+        let mut jobs = Vec::new();
+        let mut temps = Vec::new();
+        for (t, v) in [(1, "1.5"), (2, "\"NaN\""), (3, "\"-Infinity\"")] {
+            for (l, _, value) in d.parse_line(&line(t, v)).unwrap() {
+                match l["__name__"].as_str() {
+                    "jobs" => jobs.push(value),
+                    _ => temps.push(value),
+                }
+            }
+        }
+        assert_eq!(jobs, [5.0, 10.0, 15.0]);
+        assert_eq!(temps[0], 1.5);
+        assert!(temps[1].is_nan() && !vigil_engine::series::is_stale_marker(temps[1]));
+        assert_eq!(temps[2], f64::NEG_INFINITY);
+    }
+
+    #[test]
+    fn points_without_a_timestamp_are_malformed() {
+        let line = r#"{"resourceMetrics":[{"scopeMetrics":[{"metrics":[{"name":"g","gauge":{"dataPoints":[{"asInt":"1"}]}}]}]}]}"#;
+        let err = parse_line(line).unwrap_err();
+        assert!(err.contains("timeUnixNano"), "{err}");
     }
 }

@@ -234,7 +234,7 @@ pub fn open(
             path,
             on_bad,
             stats,
-            LineKind::Otlp,
+            LineKind::Otlp(Box::default()),
         )),
         Format::Parquet => crate::columnar::parquet_chunks(path, counter)?,
         Format::Arrow => crate::columnar::arrow_chunks(path, counter)?,
@@ -267,7 +267,8 @@ pub fn csv_metric(path: &Path) -> String {
 enum LineKind {
     Jsonl,
     Csv(String),
-    Otlp,
+    /// Keeps delta running totals from line to line.
+    Otlp(Box<crate::otlp_json::Decoder>),
 }
 
 struct LineChunks {
@@ -307,7 +308,7 @@ impl LineChunks {
 
     /// Parses one line into the builder.
     fn parse(&mut self, text: &str) -> Result<(), String> {
-        match &self.kind {
+        match &mut self.kind {
             LineKind::Jsonl => {
                 let r = parse_line(text)?;
                 self.builder.push(r.labels, r.ts, r.value);
@@ -329,8 +330,8 @@ impl LineChunks {
                 };
                 self.builder.push_indexed(s, ts, value);
             }
-            LineKind::Otlp => {
-                for (labels, ts, value) in crate::otlp_json::parse_line(text)? {
+            LineKind::Otlp(decoder) => {
+                for (labels, ts, value) in decoder.parse_line(text)? {
                     self.builder.push(labels, ts, value);
                 }
             }

@@ -100,6 +100,7 @@ impl Default for MappingConfig {
 }
 
 impl MappingConfig {
+    #[cfg_attr(not(feature = "otlp"), allow(dead_code))]
     pub(crate) fn validate(&self) -> Result<(), OtlpError> {
         if !(MIN_EXP_SCALE..=MAX_EXP_SCALE).contains(&self.exponential_max_scale) {
             return Err(super::invalid(
