@@ -559,6 +559,34 @@ mod tests {
     }
 
     #[test]
+    fn files_are_completed_after_max_age_on_the_wall_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RecordConfig {
+            dir: Some(dir.path().join("rec")),
+            max_age: vigil_engine::Duration::from_secs(1),
+            ..RecordConfig::default()
+        };
+        let (mut tx, writer, stats) = start(&config, MappingConfig::default()).unwrap();
+        // Five samples within 5 ms of event time: only the wall clock can rotate.
+        tx.samples(batch(5));
+        let started = Instant::now();
+        while stats.files.load(Ordering::Relaxed) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no file completed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let done = recording_files(&dir.path().join("rec"));
+        assert_eq!(read_back(&done).len(), 5, "complete while still recording");
+        tx.samples(batch(3));
+        drop(tx);
+        writer.join();
+        assert_eq!(stats.files.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.samples.load(Ordering::Relaxed), 8);
+    }
+
+    #[test]
     fn an_unusable_directory_fails_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a-file");
