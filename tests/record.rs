@@ -152,3 +152,49 @@ fn a_restart_appends_to_the_recording() {
     }
     assert_eq!(counts, [1, 2]);
 }
+
+#[test]
+fn the_recorded_demo_replays_to_the_same_alerts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("rules");
+    let samples =
+        std::fs::read_to_string(root.join("examples/incidents/node-avalanche/recording.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+    let v = Vigil::start(
+        dir,
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--otlp-grpc",
+            &format!("127.0.0.1:{}", support::free_port()),
+            "--otlp-http",
+            &format!("127.0.0.1:{}", support::free_port()),
+            "--demo",
+            "--demo-speed",
+            "2400",
+            "--record",
+            "rec",
+        ],
+    );
+    v.wait_until(Duration::from_secs(30), "the whole demo recorded", || {
+        v.metric("vigil_record_samples_total") == Some(samples as f64)
+    });
+    let live = live_alerts(&v);
+    assert!(!live.is_empty(), "the demo ends with alerts firing");
+    assert!(v.terminate().success());
+    let (replayed, out) = replay_alerts(
+        dir,
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--lateness",
+            "10s",
+            "rec",
+        ],
+    );
+    assert_eq!(replayed, live, "replay output:\n{out}");
+}
