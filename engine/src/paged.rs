@@ -65,6 +65,10 @@ impl<T> Paged<T> {
         self.pages.iter().flatten()
     }
 
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.pages.iter_mut().flatten()
+    }
+
     /// Heap bytes held (elements' own heap not included).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.pages.capacity() * std::mem::size_of::<Vec<T>>()

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::{self, LabelBuf, LabelIndex, Labels};
 use crate::paged::Paged;
-use crate::symbols::Symbols;
+use crate::symbols::{Arena, Symbols};
 
 /// Compact id of an interned series.
 pub type SeriesId = u32;
@@ -101,11 +101,22 @@ impl Routes {
 /// Input slot value marking a series the rule refused (series cap reached).
 pub(crate) const REFUSED: u32 = u32::MAX;
 
+/// A series as a snapshot keeps it (the fields of [`Entry`], labels string-encoded).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct SnapEntry {
+    labels: LabelBuf,
+    time: i64,
+    buffered: u32,
+    pub(crate) routed: bool,
+    evaluated: bool,
+    pub(crate) live: bool,
+}
+
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    /// Labels as symbol ids (see [`crate::symbols`]); empty when the slot is free. In
-    /// a snapshot, the string encoding of [`labels`] instead.
-    pub(crate) labels: LabelBuf,
+    /// Location of the labels, as symbol ids (see [`crate::symbols`]), in the
+    /// registry's arena of label sets; meaningless when the slot is free.
+    labels: u32,
     /// Once a sample was evaluated (`evaluated`), the timestamp of the last one (for
     /// duplicate detection); before, when the expiry sweep first saw the series (its
     /// staleness clock starts there), or `i64::MIN`.
@@ -114,7 +125,6 @@ pub(crate) struct Entry {
     /// in the registry (with no rule state) until they are evaluated.
     pub(crate) buffered: u32,
     /// Rules fed by this series; computed on first use, rebuilt on restore.
-    #[serde(skip)]
     pub(crate) routes: Routes,
     /// Whether `routes` was computed (kept across a snapshot: series that were never
     /// routed are routed lazily after a restore too, at their next sample).
@@ -165,6 +175,8 @@ pub struct SeriesRegistry {
     pub(crate) free: Vec<u32>,
     /// Keyed by the symbol encoding.
     index: LabelIndex,
+    /// The series' label sets, as symbol ids.
+    sets: Arena,
     pub(crate) symbols: Symbols,
     scratch: Vec<u8>,
     sym_scratch: Vec<u8>,
@@ -209,8 +221,11 @@ impl SeriesRegistry {
     pub(crate) fn intern_encoded(&mut self, buf: &[u8]) -> SeriesId {
         let mut set = std::mem::take(&mut self.sym_scratch);
         if self.symbols.encode_lookup(buf, &mut set) {
-            let entries = &self.entries;
-            if let Some(id) = self.index.find(&set, |i| &entries[i as usize].labels) {
+            let (entries, sets) = (&self.entries, &self.sets);
+            if let Some(id) = self
+                .index
+                .find(&set, |i| sets.get(entries[i as usize].labels))
+            {
                 self.sym_scratch = set;
                 return id;
             }
@@ -226,7 +241,7 @@ impl SeriesRegistry {
     /// Adds a series whose labels (symbol-encoded, references taken) are new.
     fn insert_symbols(&mut self, set: &[u8]) -> SeriesId {
         let entry = Entry {
-            labels: set.into(),
+            labels: self.sets.store(set),
             time: i64::MIN,
             buffered: 0,
             routed: false,
@@ -244,8 +259,9 @@ impl SeriesRegistry {
                 (self.entries.len() - 1) as u32
             }
         };
-        let entries = &self.entries;
-        self.index.insert(set, id, |i| &entries[i as usize].labels);
+        let (entries, sets) = (&self.entries, &self.sets);
+        self.index
+            .insert(set, id, |i| sets.get(entries[i as usize].labels));
         self.fresh = true;
         id
     }
@@ -253,8 +269,8 @@ impl SeriesRegistry {
     /// Writes the (string-)encoded labels of series `id` to `out` (cleared first),
     /// without `__name__` when `skip_name`; nothing for a free id.
     pub(crate) fn write_labels(&self, id: SeriesId, skip_name: bool, out: &mut Vec<u8>) {
-        match self.entries.get(id as usize) {
-            Some(e) => self.symbols.decode(&e.labels, skip_name, out),
+        match self.entries.get(id as usize).filter(|e| e.live) {
+            Some(e) => self.symbols.decode(self.sets.get(e.labels), skip_name, out),
             None => out.clear(),
         }
     }
@@ -263,7 +279,7 @@ impl SeriesRegistry {
     pub fn labels(&self, id: SeriesId) -> Option<Labels> {
         self.entries.get(id as usize).filter(|e| e.live).map(|e| {
             self.symbols
-                .pairs(&e.labels)
+                .pairs(self.sets.get(e.labels))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         })
@@ -289,57 +305,79 @@ impl SeriesRegistry {
     pub(crate) fn remove(&mut self, id: SeriesId) {
         self.removals += 1;
         let e = &mut self.entries[id as usize];
-        self.index.remove(&e.labels, id);
-        let set = std::mem::take(&mut e.labels);
-        self.symbols.release_set(&set);
+        let set = self.sets.get(e.labels);
+        self.index.remove(set, id);
+        self.symbols.release_set(set);
+        self.sets.free(e.labels);
         e.routes = Routes::Unrouted;
         e.live = false;
         self.free.push(id);
+        if self.sets.wants_compaction() {
+            self.sets.compact(
+                self.entries
+                    .iter_mut()
+                    .filter(|e| e.live)
+                    .map(|e| &mut e.labels),
+            );
+        }
     }
 
     /// Replaces the entries with those of a snapshot (labels string-encoded there),
     /// interning their labels. None if a label set is malformed or appears twice.
-    pub(crate) fn restore(&mut self, entries: Paged<Entry>, free: Vec<u32>) -> Option<()> {
+    pub(crate) fn restore(&mut self, entries: Vec<SnapEntry>, free: Vec<u32>) -> Option<()> {
         *self = SeriesRegistry::default();
         let mut set = Vec::new();
-        let mut out: Paged<Entry> = Paged::default();
-        for mut e in entries.into_iter() {
+        for e in entries {
+            let mut entry = Entry {
+                labels: 0,
+                time: e.time,
+                buffered: e.buffered,
+                routes: Routes::Unrouted,
+                routed: e.routed,
+                evaluated: e.evaluated,
+                live: e.live,
+            };
+            let id = self.entries.len() as u32;
             if e.live {
                 self.symbols.encode_acquire(&e.labels, &mut set)?;
-                let entries = &out;
+                let (entries, sets) = (&self.entries, &self.sets);
                 if self
                     .index
-                    .find(&set, |i| &entries[i as usize].labels)
+                    .find(&set, |i| sets.get(entries[i as usize].labels))
                     .is_some()
                 {
                     return None;
                 }
-                e.labels = set.as_slice().into();
-                let id = out.len() as u32;
-                out.push(e);
-                let entries = &out;
-                self.index.insert(&set, id, |i| &entries[i as usize].labels);
+                entry.labels = self.sets.store(&set);
+                self.entries.push(entry);
+                let (entries, sets) = (&self.entries, &self.sets);
+                self.index
+                    .insert(&set, id, |i| sets.get(entries[i as usize].labels));
             } else {
-                e.labels = Box::default();
-                out.push(e);
+                self.entries.push(entry);
             }
         }
-        self.entries = out;
         self.free = free;
         Some(())
     }
 
     /// The entries as a snapshot keeps them: labels string-encoded.
-    pub(crate) fn snapshot_entries(&self) -> Paged<Entry> {
+    pub(crate) fn snapshot_entries(&self) -> Vec<SnapEntry> {
         self.entries
             .iter()
             .map(|e| {
                 let mut buf = Vec::new();
-                self.symbols.decode(&e.labels, false, &mut buf);
-                Entry {
+                if e.live {
+                    self.symbols
+                        .decode(self.sets.get(e.labels), false, &mut buf);
+                }
+                SnapEntry {
                     labels: buf.into(),
+                    time: e.time,
+                    buffered: e.buffered,
                     routed: e.routes.is_some(),
-                    ..e.clone()
+                    evaluated: e.evaluated,
+                    live: e.live,
                 }
             })
             .collect()
@@ -348,16 +386,13 @@ impl SeriesRegistry {
     /// Heap bytes held (labels, entries, routes, index).
     pub fn heap_bytes(&self) -> usize {
         let entries = self.entries.heap_bytes();
-        let owned: usize = self
-            .entries
-            .iter()
-            .map(|e| e.labels.len() + e.routes.heap_bytes())
-            .sum();
+        let owned: usize = self.entries.iter().map(|e| e.routes.heap_bytes()).sum();
         entries
             + owned
             + self.index.heap_bytes()
             + self.free.capacity() * 4
             + self.symbols.heap_bytes()
+            + self.sets.heap_bytes()
     }
 }
 
@@ -380,6 +415,49 @@ mod tests {
         assert_eq!(c, a, "freed id is reused");
         assert_eq!(r.labels(c).unwrap().get("__name__").unwrap(), "y");
         assert_eq!(r.intern_pairs(&mut [("__name__", "x"), ("pod", "b")]), b);
+    }
+
+    #[test]
+    fn churn_frees_and_compacts_labels() {
+        let mut r = SeriesRegistry::default();
+        let pod = |i: usize| format!("pod-{i:06}-abcdefgh");
+        let ids: Vec<SeriesId> = (0..20_000)
+            .map(|i| r.intern_pairs(&mut [("__name__", "m"), ("pod", &pod(i))]))
+            .collect();
+        let before = r.heap_bytes();
+        for &id in &ids[..15_000] {
+            r.remove(id);
+        }
+        assert_eq!(r.len(), 5_000);
+        for (i, &id) in ids.iter().enumerate().skip(15_000) {
+            assert_eq!(r.labels(id).unwrap()["pod"], pod(i));
+            assert_eq!(
+                r.intern_pairs(&mut [("pod", &pod(i)), ("__name__", "m")]),
+                id
+            );
+        }
+        // Churn: new pods take the freed ids, and the arenas do not grow without bound.
+        for round in 0..3 {
+            let fresh: Vec<SeriesId> = (0..15_000)
+                .map(|i| {
+                    r.intern_pairs(&mut [
+                        ("__name__", "m"),
+                        ("pod", &pod(100_000 * (round + 1) + i)),
+                    ])
+                })
+                .collect();
+            for &id in &fresh {
+                r.remove(id);
+            }
+        }
+        assert!(
+            r.heap_bytes() <= before + before / 4,
+            "{} > {before}",
+            r.heap_bytes()
+        );
+        for (i, &id) in ids.iter().enumerate().skip(15_000) {
+            assert_eq!(r.labels(id).unwrap()["pod"], pod(i));
+        }
     }
 
     #[test]

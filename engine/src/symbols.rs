@@ -26,17 +26,67 @@ struct Slot {
     refs: u32,
 }
 
+/// Byte strings stored as `varint(len) bytes` in chunks of [`CHUNK`] bytes (a longer
+/// one gets a chunk of its own), found by a `u32` location; freed ones are garbage
+/// until the owner compacts the arena.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Arena {
+    chunks: Vec<Vec<u8>>,
+    /// Bytes of freed strings.
+    garbage: usize,
+    /// Bytes stored (live and garbage).
+    used: usize,
+}
+
+impl Arena {
+    /// The string at `loc`.
+    #[inline]
+    pub(crate) fn get(&self, loc: u32) -> &[u8] {
+        bytes_in(&self.chunks, loc)
+    }
+
+    /// Stores `s`; returns its location.
+    pub(crate) fn store(&mut self, s: &[u8]) -> u32 {
+        self.used += varint_len(s.len() as u32) + s.len();
+        store_in(&mut self.chunks, s)
+    }
+
+    /// Counts the string at `loc` as garbage (the caller no longer refers to it).
+    pub(crate) fn free(&mut self, loc: u32) {
+        let n = self.get(loc).len();
+        self.garbage += varint_len(n as u32) + n;
+    }
+
+    /// Whether enough is garbage to compact.
+    pub(crate) fn wants_compaction(&self) -> bool {
+        self.garbage > CHUNK && self.garbage * 2 > self.used
+    }
+
+    /// Rewrites the arena with the strings at `locs` only (every live location),
+    /// updating them.
+    pub(crate) fn compact<'a>(&mut self, locs: impl Iterator<Item = &'a mut u32>) {
+        let mut chunks = Vec::new();
+        for loc in locs {
+            *loc = store_in(&mut chunks, self.get(*loc));
+        }
+        self.chunks = chunks;
+        self.used -= self.garbage;
+        self.garbage = 0;
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<Vec<u8>>()
+            + self.chunks.iter().map(Vec::capacity).sum::<usize>()
+    }
+}
+
 /// Interned strings with reference counts.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Symbols {
-    chunks: Vec<Vec<u8>>,
+    arena: Arena,
     slots: Paged<Slot>,
     free: Vec<u32>,
     index: HashTable<u32>,
-    /// Arena bytes of freed symbols.
-    garbage: usize,
-    /// Arena bytes in use (live and garbage).
-    used: usize,
 }
 
 fn hash(s: &[u8]) -> u64 {
@@ -80,7 +130,7 @@ pub(crate) fn ids(mut buf: &[u8]) -> impl Iterator<Item = u32> + '_ {
 
 impl Symbols {
     fn bytes_at(&self, loc: u32) -> &[u8] {
-        bytes_in(&self.chunks, loc)
+        self.arena.get(loc)
     }
 
     /// The string of live symbol `id`.
@@ -99,37 +149,13 @@ impl Symbols {
             .copied()
     }
 
-    /// Stores `s` in the arena and returns its location.
-    fn store(chunks: &mut Vec<Vec<u8>>, s: &[u8]) -> u32 {
-        let mut head = Vec::with_capacity(5);
-        put_varint(&mut head, s.len() as u32);
-        let need = head.len() + s.len();
-        let fits = chunks
-            .last()
-            .is_some_and(|c| c.capacity() >= CHUNK && c.len() + need <= CHUNK);
-        if !fits {
-            chunks.push(Vec::with_capacity(need.max(CHUNK)));
-        }
-        let idx = chunks.len() - 1;
-        let chunk = &mut chunks[idx];
-        let at = chunk.len();
-        chunk.extend_from_slice(&head);
-        chunk.extend_from_slice(s);
-        if need > CHUNK {
-            // A chunk of its own: no other string goes there.
-            chunk.shrink_to_fit();
-        }
-        (idx as u32) << CHUNK_BITS | at as u32
-    }
-
     /// The id of `s` with one more reference, interning it if new.
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
         if let Some(id) = self.lookup(s) {
             self.slots[id as usize].refs += 1;
             return id;
         }
-        let loc = Self::store(&mut self.chunks, s.as_bytes());
-        self.used += varint_len(s.len() as u32) + s.len();
+        let loc = self.arena.store(s.as_bytes());
         let slot = Slot { loc, refs: 1 };
         let id = match self.free.pop() {
             Some(id) => {
@@ -141,9 +167,9 @@ impl Symbols {
                 (self.slots.len() - 1) as u32
             }
         };
-        let (chunks, slots) = (&self.chunks, &self.slots);
+        let (arena, slots) = (&self.arena, &self.slots);
         self.index.insert_unique(hash(s.as_bytes()), id, |&i| {
-            hash(bytes_in(chunks, slots[i as usize].loc))
+            hash(arena.get(slots[i as usize].loc))
         });
         id
     }
@@ -161,32 +187,21 @@ impl Symbols {
             return;
         }
         let loc = slot.loc;
-        let bytes = self.bytes_at(loc);
-        let h = hash(bytes);
-        self.garbage += varint_len(bytes.len() as u32) + bytes.len();
+        let h = hash(self.bytes_at(loc));
+        self.arena.free(loc);
         if let Ok(e) = self.index.find_entry(h, |&i| i == id) {
             e.remove();
         }
         self.free.push(id);
-        if self.garbage > CHUNK && self.garbage * 2 > self.used {
-            self.compact();
+        if self.arena.wants_compaction() {
+            // Ids are kept; only the live strings' locations change.
+            self.arena.compact(
+                self.slots
+                    .iter_mut()
+                    .filter(|s| s.refs > 0)
+                    .map(|s| &mut s.loc),
+            );
         }
-    }
-
-    /// Rewrites the arena with the live strings only (ids are kept).
-    fn compact(&mut self) {
-        let mut chunks = Vec::new();
-        for id in 0..self.slots.len() {
-            let slot = self.slots[id];
-            if slot.refs == 0 {
-                continue;
-            }
-            let loc = Self::store(&mut chunks, self.bytes_at(slot.loc));
-            self.slots[id].loc = loc;
-        }
-        self.chunks = chunks;
-        self.used -= self.garbage;
-        self.garbage = 0;
     }
 
     /// Number of live symbols.
@@ -270,12 +285,34 @@ impl Symbols {
 
     /// Heap bytes held (arena, slots, free list, index).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.chunks.capacity() * std::mem::size_of::<Vec<u8>>()
-            + self.chunks.iter().map(Vec::capacity).sum::<usize>()
+        self.arena.heap_bytes()
             + self.slots.heap_bytes()
             + self.free.capacity() * 4
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
     }
+}
+
+/// Stores `s` in `chunks` and returns its location.
+fn store_in(chunks: &mut Vec<Vec<u8>>, s: &[u8]) -> u32 {
+    let mut head = Vec::with_capacity(5);
+    put_varint(&mut head, s.len() as u32);
+    let need = head.len() + s.len();
+    let fits = chunks
+        .last()
+        .is_some_and(|c| c.capacity() >= CHUNK && c.len() + need <= CHUNK);
+    if !fits {
+        chunks.push(Vec::with_capacity(need.max(CHUNK)));
+    }
+    let idx = chunks.len() - 1;
+    let chunk = &mut chunks[idx];
+    let at = chunk.len();
+    chunk.extend_from_slice(&head);
+    chunk.extend_from_slice(s);
+    if need > CHUNK {
+        // A chunk of its own: no other string goes there.
+        chunk.shrink_to_fit();
+    }
+    (idx as u32) << CHUNK_BITS | at as u32
 }
 
 fn bytes_in(chunks: &[Vec<u8>], loc: u32) -> &[u8] {
@@ -325,7 +362,7 @@ mod tests {
         for (_, set) in sets.drain(..15_000) {
             s.release_set(&set);
         }
-        assert!(s.garbage * 2 <= s.used.max(2 * CHUNK));
+        assert!(s.arena.garbage * 2 <= s.arena.used.max(2 * CHUNK));
         for (enc, set) in &sets {
             let mut back = Vec::new();
             s.decode(set, false, &mut back);

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{KeyLabels, RuleState};
 use super::{ceil_to, Evaluator, EvaluatorConfig, Stats, MAX_TS, SWEEP_MS, UNSTARTED};
-use crate::paged::Paged;
 use crate::rule::{RuleKind, RuleSet};
-use crate::series::{Entry, Route, Routes, Sample, REFUSED};
+use crate::series::{Route, Routes, Sample, SnapEntry, REFUSED};
 
 const MAGIC: &[u8; 4] = b"VGL\0";
 /// Bumped whenever the snapshot layout changes.
@@ -46,7 +45,7 @@ struct Snap {
     next_sweep: i64,
     pending: Vec<Sample>,
     stats: Stats,
-    entries: Paged<Entry>,
+    entries: Vec<SnapEntry>,
     free: Vec<u32>,
     rules: Vec<(String, u64, RuleState)>,
 }

@@ -149,6 +149,9 @@ pub struct Point {
     pub score: f64,
 }
 
+/// Points an alert history grows by.
+const HISTORY_GROWTH: usize = 32;
+
 /// Recent evaluations of a state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct History(pub(super) VecDeque<Point>, usize);
@@ -311,6 +314,7 @@ impl Key {
                         }),
                 );
             }
+            h.shrink_to_fit();
             self.extra.get_or_insert_with(Box::default).history = Some(History(h, 0));
         }
         let Some(extra) = self.extra.as_deref_mut() else {
@@ -333,6 +337,12 @@ impl Key {
             }
             while h.len() >= limit {
                 h.pop_front();
+            }
+            if h.len() == h.capacity() {
+                // Grown a few points at a time, up to the limit (not doubled: most
+                // alerts are short, and the limit is 720 points of 40 bytes).
+                let want = (h.len() + HISTORY_GROWTH).min(limit);
+                h.reserve_exact(want.saturating_sub(h.len()).max(1));
             }
             let (lo, hi) = verdict.band.unwrap_or((f64::NAN, f64::NAN));
             h.push_back(Point {
