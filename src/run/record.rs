@@ -354,14 +354,19 @@ impl Writer {
             Ok(()) => {
                 if let Some(r) = &self.recorder {
                     let files = r.files();
-                    if files.len() > self.closed {
+                    let rotated = files.len() > self.closed;
+                    if rotated {
                         let new: Vec<PathBuf> = files[self.closed..].to_vec();
                         self.closed = files.len();
                         self.count_files(&new);
                     }
-                    if !r.is_open() {
-                        self.opened = None;
-                    }
+                    // A file opened by a size or event-time rotation starts its own
+                    // wall-clock age.
+                    self.opened = match (r.is_open(), rotated) {
+                        (false, _) => None,
+                        (true, true) => Some(Instant::now()),
+                        (true, false) => self.opened,
+                    };
                 }
             }
             Err(e) => self.failed(e, 0),
