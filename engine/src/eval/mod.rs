@@ -356,6 +356,14 @@ impl Evaluator {
     /// are evaluated once the watermark (newest timestamp − lateness) passes them.
     pub fn ingest(&mut self, samples: &[Sample]) {
         self.stats.received += samples.len() as u64;
+        let need = self.pending.len() + samples.len();
+        if need > self.pending.capacity() {
+            // Exactly what this batch needs when it is the first or the largest yet
+            // (a whole scrape of the fleet), else half as much again (amortised).
+            let cap = self.pending.capacity();
+            self.pending
+                .reserve_exact(need.max(cap + cap / 2) - self.pending.len());
+        }
         let mut max = self.max_seen;
         let sorted_tail = self.pending.last().map_or(UNSTARTED, |s| s.ts);
         let mut in_order = true;
@@ -445,6 +453,10 @@ impl Evaluator {
         }
         self.pending = pending;
         self.pending.drain(..n);
+        if self.pending.capacity() > 4 * self.pending.len().max(1024) {
+            // After a burst (or at the end of a replay): give the spare back.
+            self.pending.shrink_to(2 * self.pending.len());
+        }
         if self.next_sweep != UNSTARTED && w > self.next_due {
             self.run_steps_before(w);
         }
