@@ -51,6 +51,12 @@ pub struct Params {
 /// Largest window, in slots, that a rule may ask for.
 const MAX_CAPACITY: usize = 1 << 20;
 
+/// Bit offsets of the fields packed in `ZScoreState::meta` (21 bits each).
+const HEAD_IDX: u32 = 0;
+const COUNT: u32 = 21;
+const SINCE: u32 = 42;
+const FIELD_MASK: u64 = (1 << 21) - 1;
+
 impl ZScoreConfig {
     pub(super) fn compile(&self, interval: Duration) -> Result<Params, Vec<ParamError>> {
         let mut errs = Vec::new();
@@ -121,33 +127,57 @@ pub struct ZScoreState {
     /// Slot number (ts / slot_ms) of the newest point; i64::MIN before the first.
     head: i64,
     /// Ring index of `head` (head mod capacity), kept to avoid a division per point.
-    head_idx: u32,
-    count: u32,
+    /// Ring index of `head` (head mod capacity, kept to avoid a division per point),
+    /// points in the window, and updates since the sums were last recomputed: 21 bits
+    /// each (capacity is at most 2^20), packed in one word.
+    meta: u64,
     shift: f64,
     s1: f64,
     s2: f64,
-    since_recompute: u32,
 }
 
 impl ZScoreState {
     pub(super) fn new() -> Self {
         ZScoreState {
             head: i64::MIN,
-            head_idx: 0,
-            count: 0,
+            meta: 0,
             shift: 0.0,
             s1: 0.0,
             s2: 0.0,
-            since_recompute: 0,
         }
+    }
+
+    #[inline]
+    fn field(&self, at: u32) -> u32 {
+        ((self.meta >> at) & FIELD_MASK) as u32
+    }
+
+    #[inline]
+    fn set_field(&mut self, at: u32, v: u32) {
+        self.meta = (self.meta & !(FIELD_MASK << at)) | (u64::from(v) & FIELD_MASK) << at;
+    }
+
+    #[inline]
+    fn count(&self) -> u32 {
+        self.field(COUNT)
+    }
+
+    #[inline]
+    fn head_idx(&self) -> u32 {
+        self.field(HEAD_IDX)
+    }
+
+    #[inline]
+    fn since_recompute(&self) -> u32 {
+        self.field(SINCE)
     }
 
     /// Mean and population standard deviation of the window.
     pub fn moments(&self) -> (f64, f64) {
-        if self.count == 0 {
+        if self.count() == 0 {
             return (f64::NAN, f64::NAN);
         }
-        let n = f64::from(self.count);
+        let n = f64::from(self.count());
         let m1 = self.s1 / n;
         let var = (self.s2 / n - m1 * m1).max(0.0);
         (self.shift + m1, var.sqrt())
@@ -167,17 +197,17 @@ impl ZScoreState {
 
     /// Whether a state read from a snapshot fits `p`.
     pub(super) fn fits(&self, p: &Params) -> bool {
-        (self.head_idx as usize) < p.capacity && self.count as usize <= p.capacity
+        (self.head_idx() as usize) < p.capacity && self.count() as usize <= p.capacity
     }
 
     /// Points currently in the window.
     pub fn len(&self) -> u32 {
-        self.count
+        self.count()
     }
 
     /// Whether the window is empty.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.count() == 0
     }
 
     #[inline]
@@ -187,7 +217,7 @@ impl ZScoreState {
             let d = old - self.shift;
             self.s1 -= d;
             self.s2 -= d * d;
-            self.count -= 1;
+            self.meta -= 1 << COUNT;
             ring[i] = f64::NAN;
         }
     }
@@ -205,7 +235,9 @@ impl ZScoreState {
             s1 += d;
             s2 += d * d;
         }
-        (self.count, self.s1, self.s2, self.since_recompute) = (n, s1, s2, 0);
+        (self.s1, self.s2) = (s1, s2);
+        self.set_field(COUNT, n);
+        self.set_field(SINCE, 0);
     }
 
     /// Scores `x` at `ts` and folds it into the window `ring` (`p.capacity` slots).
@@ -234,7 +266,7 @@ impl ZScoreState {
                 ts.div_euclid(p.slot_ms)
             }
         };
-        let mut head_idx = self.head_idx as usize;
+        let mut head_idx = self.head_idx() as usize;
         if self.head == i64::MIN {
             self.head = slot;
             self.shift = x;
@@ -250,12 +282,13 @@ impl ZScoreState {
             }
             self.head = slot;
         }
-        self.head_idx = head_idx as u32;
+        self.set_field(HEAD_IDX, head_idx as u32);
         // Score against the window as it is before this point joins it. Decided as
         // d > limit * sd and scored as d / (d + threshold * sd): the same as comparing
         // and scoring z = d / sd (`ratio_score`), with one division fewer.
-        let verdict = if self.count >= c.min_samples {
-            let inv_n = 1.0 / f64::from(self.count);
+        let count = self.count();
+        let verdict = if count >= c.min_samples {
+            let inv_n = 1.0 / f64::from(count);
             let m1 = self.s1 * inv_n;
             let sd = (self.s2 * inv_n - m1 * m1).max(0.0).sqrt();
             let mean = self.shift + m1;
@@ -297,9 +330,8 @@ impl ZScoreState {
             let d = x - self.shift;
             self.s1 += d;
             self.s2 += d * d;
-            self.count += 1;
-            self.since_recompute += 1;
-            if self.since_recompute as usize >= cap {
+            self.meta += 1 << COUNT | 1 << SINCE;
+            if self.since_recompute() as usize >= cap {
                 self.recompute(ring);
             }
         }
