@@ -1,6 +1,7 @@
 //! `vigil run`: the long-running service. Wires the engine task, the alert sinks, the
-//! HTTP API and UI, rule hot reload, checkpoints and (with `--demo`) a bundled incident
-//! recording; shuts down gracefully on SIGTERM/SIGINT.
+//! HTTP API and UI, rule hot reload, checkpoints, the recording of ingested samples
+//! (`--record`, [`record`]) and (with `--demo`) a bundled incident recording; shuts down
+//! gracefully on SIGTERM/SIGINT.
 
 mod api;
 mod checkpoint;
