@@ -24,7 +24,7 @@ use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use vigil_engine::labels::{Labels, METRIC_NAME};
 
-use crate::source::{Chunk, ChunkIter, CHUNK_ROWS};
+use crate::source::{Chunk, ChunkBuilder, ChunkIter, FastMap, CHUNK_ROWS};
 use crate::ReadError;
 
 /// The schema `vigil record` writes.
@@ -117,30 +117,44 @@ fn batches(
     }))
 }
 
-/// Label sets parsed once per distinct (metric, labels) text.
+/// Label sets parsed once per distinct (metric, labels) text, and the series of each
+/// dictionary key of the last dictionaries seen (a row group's batches share them).
 #[derive(Default)]
 struct SeriesCache {
-    parsed: HashMap<(String, String), Labels>,
+    sets: crate::source::SeriesCache,
+    /// The dictionaries `by_key` was built for (held, so their addresses stay theirs).
+    dicts: Option<(ArrayRef, ArrayRef)>,
+    /// Per labels key: the metric key and label set of its first row (most labels texts
+    /// go with one metric). Other pairs go to `others`.
+    by_key: Vec<Option<(i32, Arc<Labels>)>>,
+    others: FastMap<(i32, i32), Arc<Labels>>,
+}
+
+/// Reads `v`, which must be a JSON object of strings, as labels of `metric`.
+fn parse_json_labels(metric: &str, text: &str) -> Result<Labels, String> {
+    let mut l: Labels = if text.is_empty() {
+        Labels::new()
+    } else {
+        serde_json::from_str(text)
+            .map_err(|e| format!("labels {text:?} are not a JSON object of strings: {e}"))?
+    };
+    l.insert(METRIC_NAME.into(), metric.to_string());
+    Ok(l)
 }
 
 impl SeriesCache {
-    fn labels(&mut self, metric: &str, labels: &str) -> Result<Labels, String> {
-        if let Some(l) = self.parsed.get(&(metric.to_string(), labels.to_string())) {
-            return Ok(l.clone());
+    /// Forgets the per-key series when the dictionaries change.
+    fn use_dicts(&mut self, metric: &ArrayRef, labels: &ArrayRef) {
+        let same = self
+            .dicts
+            .as_ref()
+            .is_some_and(|(m, l)| Arc::ptr_eq(m, metric) && Arc::ptr_eq(l, labels));
+        if !same {
+            self.dicts = Some((Arc::clone(metric), Arc::clone(labels)));
+            self.by_key.clear();
+            self.by_key.resize(labels.len() + 1, None);
+            self.others.clear();
         }
-        let mut l: Labels = if labels.is_empty() {
-            Labels::new()
-        } else {
-            serde_json::from_str(labels)
-                .map_err(|e| format!("labels {labels:?} are not a JSON object of strings: {e}"))?
-        };
-        l.insert(METRIC_NAME.into(), metric.to_string());
-        if self.parsed.len() > 1_000_000 {
-            self.parsed.clear();
-        }
-        self.parsed
-            .insert((metric.to_string(), labels.to_string()), l.clone());
-        Ok(l)
     }
 
     fn chunk(&mut self, batch: &RecordBatch) -> Result<Chunk, String> {
@@ -166,49 +180,54 @@ impl SeriesCache {
             metric.as_dictionary::<Int32Type>(),
             labels.as_dictionary::<Int32Type>(),
         );
+        if ts.null_count() > 0 || metric.null_count() > 0 {
+            return Err("ts and metric must not be null".into());
+        }
+        self.use_dicts(metric.values(), labels.values());
         let (mvals, lvals) = (
             metric.values().as_string::<i32>(),
             labels.values().as_string::<i32>(),
         );
-        let mut chunk = Chunk::default();
-        let mut index: HashMap<(i32, i32), u32> = HashMap::new();
+        let mut chunk = ChunkBuilder::default();
+        let (mkeys, lkeys) = (metric.keys().values(), labels.keys().values());
         for row in 0..batch.num_rows() {
-            if ts.is_null(row) || metric.is_null(row) {
-                return Err(format!("row {row}: ts and metric must not be null"));
-            }
-            let key = (
-                metric.keys().value(row),
-                if labels.is_null(row) {
-                    -1
-                } else {
-                    labels.keys().value(row)
-                },
-            );
-            let s = match index.get(&key) {
-                Some(&s) => s,
-                None => {
-                    let l = self.labels(
-                        mvals.value(key.0 as usize),
-                        if key.1 < 0 {
-                            ""
-                        } else {
-                            lvals.value(key.1 as usize)
-                        },
-                    )?;
-                    chunk.series.push(l);
-                    let s = (chunk.series.len() - 1) as u32;
-                    index.insert(key, s);
-                    s
+            let m = mkeys[row];
+            // Null labels: the last slot of `by_key`.
+            let l = if labels.is_null(row) { -1 } else { lkeys[row] };
+            let slot = if l < 0 { lvals.len() } else { l as usize };
+            let series = match self.by_key.get(slot) {
+                Some(Some((km, set))) if *km == m => Arc::clone(set),
+                Some(first) => {
+                    let first_free = first.is_none();
+                    let set = match self.others.get(&(m, l)) {
+                        Some(set) => Arc::clone(set),
+                        None => {
+                            let mtext = mvals.value(m as usize);
+                            let ltext = if l < 0 { "" } else { lvals.value(slot) };
+                            let set = self
+                                .sets
+                                .get(mtext, ltext, || parse_json_labels(mtext, ltext))?;
+                            if !first_free {
+                                self.others.insert((m, l), Arc::clone(&set));
+                            }
+                            set
+                        }
+                    };
+                    if first_free {
+                        self.by_key[slot] = Some((m, Arc::clone(&set)));
+                    }
+                    set
                 }
+                None => return Err(format!("row {row}: labels key {l} out of range")),
             };
             let v = if value.is_null(row) {
                 f64::NAN
             } else {
-                value.value(row)
+                value.values()[row]
             };
-            chunk.rows.push((s, ts.value(row), v));
+            chunk.push_shared(&series, ts.values()[row], v);
         }
-        Ok(chunk)
+        Ok(chunk.take().unwrap_or_default())
     }
 }
 
@@ -455,13 +474,60 @@ mod tests {
             for c in open(f, OnBad::Fail, &stats).unwrap() {
                 let c = c.unwrap();
                 for &(s, ts, v) in &c.rows {
-                    assert_eq!(c.series[s as usize], l);
+                    assert_eq!(*c.series[s as usize], l);
                     rows.push((ts, v));
                 }
             }
         }
         assert_eq!(rows.len(), 100);
         assert_eq!(rows[99], (99_000, 99.0));
+    }
+
+    /// A series is one shared label set in every chunk (the driver interns it once),
+    /// and series sharing a labels text under different metrics stay apart.
+    #[test]
+    fn chunks_share_label_sets_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Recorder::new(dir.path(), Rotation::default()).unwrap();
+        let mk = |metric: &str| {
+            Labels::from([
+                (METRIC_NAME.to_string(), metric.to_string()),
+                ("node".to_string(), "n1".to_string()),
+            ])
+        };
+        let (cpu, mem) = (mk("cpu"), mk("mem"));
+        let n = CHUNK_ROWS as i64 + 100;
+        for i in 0..n {
+            r.record(if i % 2 == 0 { &cpu } else { &mem }, i, i as f64)
+                .unwrap();
+        }
+        let files = r.finish().unwrap();
+        let stats = Arc::new(ReadStats::default());
+        let chunks: Vec<Chunk> = open(&files[0], OnBad::Fail, &stats)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(chunks.len() >= 2);
+        let find = |c: &Chunk, l: &Labels| {
+            c.series
+                .iter()
+                .find(|s| ***s == *l)
+                .map(Arc::clone)
+                .unwrap()
+        };
+        for l in [&cpu, &mem] {
+            assert!(Arc::ptr_eq(&find(&chunks[0], l), &find(&chunks[1], l)));
+        }
+        let mut total = 0;
+        for c in &chunks {
+            for &(s, ts, v) in &c.rows {
+                let want = if ts % 2 == 0 { &cpu } else { &mem };
+                assert_eq!(*c.series[s as usize], *want, "row at {ts}");
+                assert_eq!(v, ts as f64);
+                total += 1;
+            }
+        }
+        assert_eq!(total, n);
     }
 
     #[test]

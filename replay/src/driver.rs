@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vigil_engine::eval::{Event, Stats};
+use vigil_engine::labels::Labels;
+use vigil_engine::series::SeriesId;
 use vigil_engine::{Evaluator, EvaluatorConfig, RuleSet, Sample};
 
 use crate::filter::Filter;
-use crate::source::{self, Chunk, OnBad, ReadStats};
+use crate::source::{self, Chunk, FastMap, OnBad, ReadStats};
 use crate::ReadError;
 
 /// What to replay and how.
@@ -177,7 +179,7 @@ pub fn replay(
 
     let mut last_progress = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();
-    let mut ids: Vec<u32> = Vec::new();
+    let mut ids = SeriesIds::default();
     let mut eval_time = Duration::ZERO;
     let mut outcome: Result<(), ReplayError> = Ok(());
     for chunk in rx.iter() {
@@ -258,20 +260,57 @@ pub fn replay(
     Ok((summary, ev))
 }
 
+/// Engine series ids of the readers' shared label sets, so a series is interned once,
+/// not once per chunk. The engine reuses the ids of expired series, so the map is
+/// dropped whenever the registry reports a removal; it holds the label sets it maps,
+/// so no address in it is reused meanwhile.
+#[derive(Default)]
+struct SeriesIds {
+    known: FastMap<usize, (Arc<Labels>, SeriesId)>,
+    removals: u64,
+    /// This chunk's ids, by index into its `series`.
+    chunk: Vec<SeriesId>,
+}
+
+impl SeriesIds {
+    /// Bound on `known` (cleared when reached, like the readers' caches).
+    const MAX: usize = 1 << 20;
+
+    fn map(&mut self, ev: &mut Evaluator, series: &[Arc<Labels>]) {
+        if ev.series().removals() != self.removals || self.known.len() >= Self::MAX {
+            self.known.clear();
+            self.removals = ev.series().removals();
+        }
+        self.chunk.clear();
+        for l in series {
+            let id = match self.known.get(&(Arc::as_ptr(l) as usize)) {
+                Some(&(_, id)) => id,
+                None => {
+                    let id = ev.intern(l);
+                    self.known
+                        .insert(Arc::as_ptr(l) as usize, (Arc::clone(l), id));
+                    id
+                }
+            };
+            self.chunk.push(id);
+        }
+    }
+}
+
 fn evaluate_chunk(
     ev: &mut Evaluator,
     chunk: &Chunk,
     opts: &Options,
     samples: &mut Vec<Sample>,
-    ids: &mut Vec<u32>,
+    ids: &mut SeriesIds,
     summary: &mut Summary,
 ) -> Result<(), ReplayError> {
     let keep = match &opts.filter {
         Some(f) => Some(f.evaluate(chunk).map_err(ReplayError::Filter)?),
         None => None,
     };
-    ids.clear();
-    ids.extend(chunk.series.iter().map(|l| ev.intern(l)));
+    ids.map(ev, &chunk.series);
+    let ids = &ids.chunk;
     samples.clear();
     for (row, &(s, ts, value)) in chunk.rows.iter().enumerate() {
         if opts.from.is_some_and(|f| ts < f) || opts.to.is_some_and(|t| ts >= t) {
@@ -289,4 +328,51 @@ fn evaluate_chunk(
     summary.rows_evaluated += samples.len() as u64;
     ev.ingest(samples);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(name: &str) -> Arc<Labels> {
+        Arc::new(Labels::from([(
+            vigil_engine::labels::METRIC_NAME.to_string(),
+            name.to_string(),
+        )]))
+    }
+
+    #[test]
+    fn series_ids_are_cached_until_the_engine_reuses_an_id() {
+        let rules = Arc::new(
+            RuleSet::from_sources(&[vigil_engine::rule::Source {
+                name: "t.yaml".into(),
+                text: "group: g\ninterval: 10s\nrules:\n  - name: T\n    select: '{__name__=~\"a|b\"}'\n    detect: { threshold: { above: 1 } }\n".into(),
+            }])
+            .unwrap(),
+        );
+        let mut ev = Evaluator::new(rules, EvaluatorConfig::default());
+        let mut ids = SeriesIds::default();
+        let a = labels("a");
+        ids.map(&mut ev, std::slice::from_ref(&a));
+        let id_a = ids.chunk[0];
+        ids.map(&mut ev, std::slice::from_ref(&a));
+        assert_eq!(ids.chunk, [id_a]);
+        assert_eq!(ids.known.len(), 1, "a second chunk of `a` is a cache hit");
+        ev.ingest(&[Sample {
+            series: id_a,
+            ts: 0,
+            value: 0.0,
+        }]);
+        // `a` goes silent past staleness and expires; `b` takes its id.
+        ev.advance_watermark(3_600_000);
+        assert!(ev.series().removals() > 0);
+        let b = labels("b");
+        ids.map(&mut ev, std::slice::from_ref(&b));
+        let id_b = ids.chunk[0];
+        ids.map(&mut ev, std::slice::from_ref(&a));
+        let again = ids.chunk[0];
+        assert_ne!(again, id_b, "`a` must not get `b`'s id from a stale cache");
+        assert_eq!(ev.series().labels(again).as_ref(), Some(&*a));
+        assert_eq!(ev.series().labels(id_b).as_ref(), Some(&*b));
+    }
 }

@@ -131,7 +131,7 @@ mod tests {
                 .collect()
         };
         Chunk {
-            series: vec![mk("n07"), mk("n08")],
+            series: vec![mk("n07").into(), mk("n08").into()],
             rows: vec![(0, 1000, 1.0), (1, 1000, 2.0), (0, 2000, 3.0)],
         }
     }

@@ -1,7 +1,9 @@
 //! Recording inputs as a stream of [`Chunk`]s in event-time order.
 //!
-//! Every reader yields chunks: a table of distinct label sets and rows pointing into it,
-//! so a series' labels are parsed and interned once per chunk, not once per sample.
+//! Every reader yields chunks: a table of distinct label sets and rows pointing into it.
+//! Label sets are shared ([`Arc`]) and parsed once per distinct text by a reader's
+//! [`SeriesCache`], so the same series is the same `Arc` in every chunk of an input:
+//! the replay driver maps it to an engine series id once, not once per chunk.
 //! The format is chosen from the file name: `.jsonl`/`.ndjson` (samples), `.csv` (NAB
 //! style `timestamp,value`, one series a file, metric named after the file),
 //! `.otlp.jsonl`/`.otlp.json` (OpenTelemetry Collector file exporter), `.parquet`,
@@ -13,17 +15,18 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vigil_engine::labels::{Labels, METRIC_NAME};
 
-use crate::jsonl::{parse_line, parse_rfc3339};
+use crate::jsonl::{parse_fields, parse_labels, parse_rfc3339};
 use crate::ReadError;
 
 /// Rows of samples with their label sets stored once.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Chunk {
     /// Distinct label sets (with `__name__`).
-    pub series: Vec<Labels>,
+    pub series: Vec<Arc<Labels>>,
     /// (index into `series`, ts ms, value), in time order.
     pub rows: Vec<(u32, i64, f64)>,
 }
@@ -40,11 +43,54 @@ impl Chunk {
     }
 }
 
+/// Fast hashing for the readers' maps (keys are label text and pointers, not
+/// attacker-chosen at a scale where flooding matters: inputs are local files).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Label sets by their text, parsed once per input. Bounded: cleared when it holds
+/// [`SeriesCache::MAX`] sets (a churn of millions of series only costs re-parsing).
+#[derive(Debug, Default)]
+pub(crate) struct SeriesCache {
+    sets: FastMap<Box<str>, Arc<Labels>>,
+    key: String,
+}
+
+impl SeriesCache {
+    const MAX: usize = 1 << 20;
+
+    /// The label set of `metric` with labels written as `text`, parsed by `parse` on a
+    /// miss. `text` identifies the set (two spellings of one set are two entries
+    /// holding equal labels, which the engine interns to one series).
+    pub(crate) fn get(
+        &mut self,
+        metric: &str,
+        text: &str,
+        parse: impl FnOnce() -> Result<Labels, String>,
+    ) -> Result<Arc<Labels>, String> {
+        self.key.clear();
+        self.key.push_str(metric);
+        self.key.push('\u{1}');
+        self.key.push_str(text);
+        if let Some(l) = self.sets.get(self.key.as_str()) {
+            return Ok(Arc::clone(l));
+        }
+        let l = Arc::new(parse()?);
+        if self.sets.len() >= Self::MAX {
+            self.sets.clear();
+        }
+        self.sets.insert(self.key.as_str().into(), Arc::clone(&l));
+        Ok(l)
+    }
+}
+
 /// Builds chunks, deduplicating label sets.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkBuilder {
     chunk: Chunk,
     index: HashMap<Labels, u32>,
+    /// Shared label sets by address. Every key is the address of an `Arc` that
+    /// `chunk.series` holds until `take` clears both, so no address is reused meanwhile.
+    shared: FastMap<usize, u32>,
 }
 
 impl ChunkBuilder {
@@ -53,11 +99,24 @@ impl ChunkBuilder {
         let i = match self.index.get(&labels) {
             Some(&i) => i,
             None => {
-                self.chunk.series.push(labels.clone());
+                self.chunk.series.push(Arc::new(labels.clone()));
                 self.index.insert(labels, next);
                 next
             }
         };
+        self.chunk.rows.push((i, ts, value));
+    }
+
+    /// Pushes a sample of a shared label set (from a [`SeriesCache`]).
+    pub(crate) fn push_shared(&mut self, labels: &Arc<Labels>, ts: i64, value: f64) {
+        let next = self.chunk.series.len() as u32;
+        let i = *self
+            .shared
+            .entry(Arc::as_ptr(labels) as usize)
+            .or_insert_with(|| {
+                self.chunk.series.push(Arc::clone(labels));
+                next
+            });
         self.chunk.rows.push((i, ts, value));
     }
 
@@ -66,7 +125,7 @@ impl ChunkBuilder {
     }
 
     pub(crate) fn add_series(&mut self, labels: Labels) -> u32 {
-        self.chunk.series.push(labels);
+        self.chunk.series.push(Arc::new(labels));
         (self.chunk.series.len() - 1) as u32
     }
 
@@ -76,6 +135,7 @@ impl ChunkBuilder {
 
     pub(crate) fn take(&mut self) -> Option<Chunk> {
         self.index.clear();
+        self.shared.clear();
         let c = std::mem::take(&mut self.chunk);
         (!c.rows.is_empty()).then_some(c)
     }
@@ -280,6 +340,7 @@ struct LineChunks {
     kind: LineKind,
     buf: String,
     builder: ChunkBuilder,
+    cache: SeriesCache,
     done: bool,
     csv_series: Option<u32>,
 }
@@ -301,6 +362,7 @@ impl LineChunks {
             kind,
             buf: String::new(),
             builder: ChunkBuilder::default(),
+            cache: SeriesCache::default(),
             done: false,
             csv_series: None,
         }
@@ -310,8 +372,11 @@ impl LineChunks {
     fn parse(&mut self, text: &str) -> Result<(), String> {
         match &mut self.kind {
             LineKind::Jsonl => {
-                let r = parse_line(text)?;
-                self.builder.push(r.labels, r.ts, r.value);
+                let f = parse_fields(text)?;
+                let labels = self
+                    .cache
+                    .get(&f.metric, f.labels, || parse_labels(&f.metric, f.labels))?;
+                self.builder.push_shared(&labels, f.ts, f.value);
             }
             LineKind::Csv(metric) => {
                 if self.line == 1 && text.trim_start_matches('\u{feff}').starts_with("timestamp") {
@@ -514,7 +579,7 @@ impl Iterator for Merge {
                     break;
                 }
                 let o = *remap.entry((i, s)).or_insert_with(|| {
-                    out.series.push(chunk.series[s as usize].clone());
+                    out.series.push(Arc::clone(&chunk.series[s as usize]));
                     (out.series.len() - 1) as u32
                 });
                 out.rows.push((o, ts, v));
@@ -579,6 +644,46 @@ mod tests {
                 .map(|(n, t)| (n.to_string(), *t))
                 .collect();
         assert_eq!(merged, expect);
+    }
+
+    #[test]
+    fn jsonl_series_are_shared_across_chunks_and_spellings_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let mut text = String::new();
+        for i in 0..CHUNK_ROWS + 10 {
+            // The same labels spelt two ways: one series for the engine.
+            let labels = if i % 2 == 0 {
+                r#"{"a":"1","b":"2"}"#
+            } else {
+                r#"{ "b": "2", "a": "1" }"#
+            };
+            text += &format!(
+                "{{\"ts\":{i},\"metric\":\"m\",\"labels\":{labels},\"value\":\"{}\"}}\n",
+                if i == 3 {
+                    "+Inf".to_string()
+                } else {
+                    i.to_string()
+                }
+            );
+        }
+        std::fs::write(&path, text).unwrap();
+        let stats = std::sync::Arc::new(ReadStats::default());
+        let chunks: Vec<Chunk> = open(&path, OnBad::Fail, &stats)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].series.len(), 2, "one set per spelling");
+        assert!(Arc::ptr_eq(&chunks[0].series[0], &chunks[1].series[0]));
+        let want = Labels::from([
+            ("__name__".to_string(), "m".to_string()),
+            ("a".to_string(), "1".to_string()),
+            ("b".to_string(), "2".to_string()),
+        ]);
+        assert!(chunks[0].series.iter().all(|s| **s == want));
+        assert_eq!(chunks[0].rows[3].2, f64::INFINITY);
+        assert_eq!(chunks[1].rows.last().unwrap().1, (CHUNK_ROWS + 9) as i64);
     }
 
     #[test]
