@@ -1227,7 +1227,7 @@ impl Evaluator {
                 fired_at: (key.track.fired_at() != UNSTARTED).then_some(key.track.fired_at()),
                 points: key
                     .history()
-                    .map(|h| h.0.iter().copied().collect())
+                    .map(|h| h.points().collect())
                     .unwrap_or_default(),
             })
         })

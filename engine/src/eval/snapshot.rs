@@ -16,7 +16,7 @@ use crate::series::{Route, Routes, Sample, SnapEntry, REFUSED};
 
 const MAGIC: &[u8; 4] = b"VGL\0";
 /// Bumped whenever the snapshot layout changes.
-pub const SNAPSHOT_VERSION: u32 = 4;
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// Why a snapshot could not be restored.
 #[derive(Debug, thiserror::Error)]

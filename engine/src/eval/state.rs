@@ -152,9 +152,36 @@ pub struct Point {
 /// Points an alert history grows by.
 const HISTORY_GROWTH: usize = 32;
 
-/// Recent evaluations of a state.
+/// Recent evaluations of a state: the window it was first scored against when it
+/// became active (`seed`, as (ts, value): 16 bytes a point instead of 40), then every
+/// evaluation since. At most `limit` points in all; the oldest go first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct History(pub(super) VecDeque<Point>, usize);
+pub(super) struct History {
+    seed: VecDeque<(i64, f64)>,
+    points: VecDeque<Point>,
+    /// Evaluations since the state was last active.
+    since_active: usize,
+}
+
+impl History {
+    /// Every point, oldest first (seed points have no band and no score).
+    pub(super) fn points(&self) -> impl Iterator<Item = Point> + '_ {
+        self.seed
+            .iter()
+            .map(|&(ts, value)| Point {
+                ts,
+                value,
+                lo: f64::NAN,
+                hi: f64::NAN,
+                score: f64::NAN,
+            })
+            .chain(self.points.iter().copied())
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.seed.capacity() * 16 + self.points.capacity() * std::mem::size_of::<Point>()
+    }
+}
 
 /// Where a state's labels are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -299,28 +326,31 @@ impl Key {
             if !self.track.is_active() {
                 return;
             }
-            let mut h = VecDeque::new();
-            if let Some(det) = &rule.detector {
-                h.extend(
+            let mut seed: VecDeque<(i64, f64)> = rule
+                .detector
+                .as_ref()
+                .map(|det| {
                     det.window_points(&self.detector, window)
                         .into_iter()
                         .filter(|&(t, _)| t < ts)
-                        .map(|(t, v)| Point {
-                            ts: t,
-                            value: v,
-                            lo: f64::NAN,
-                            hi: f64::NAN,
-                            score: f64::NAN,
-                        }),
-                );
-            }
-            h.shrink_to_fit();
-            self.extra.get_or_insert_with(Box::default).history = Some(History(h, 0));
+                        .collect()
+                })
+                .unwrap_or_default();
+            seed.shrink_to_fit();
+            self.extra.get_or_insert_with(Box::default).history = Some(History {
+                seed,
+                ..History::default()
+            });
         }
         let Some(extra) = self.extra.as_deref_mut() else {
             return;
         };
-        if let Some(History(h, since_active)) = &mut extra.history {
+        if let Some(History {
+            seed,
+            points: h,
+            since_active,
+        }) = &mut extra.history
+        {
             // An alert long over: once the history no longer reaches back to the time
             // it was active (and the state is not traced from birth), free it.
             *since_active = if self.track.is_active() {
@@ -335,8 +365,13 @@ impl Key {
                 }
                 return;
             }
-            while h.len() >= limit {
-                h.pop_front();
+            while seed.len() + h.len() >= limit {
+                if seed.pop_front().is_none() {
+                    h.pop_front();
+                }
+            }
+            if seed.is_empty() && seed.capacity() > 0 {
+                seed.shrink_to_fit();
             }
             if h.len() == h.capacity() {
                 // Grown a few points at a time, up to the limit (not doubled: most
@@ -363,9 +398,7 @@ impl Key {
             + self.extra.as_ref().map_or(0, |e| {
                 std::mem::size_of::<Extra>()
                     + e.fired.len() * 8
-                    + e.history
-                        .as_ref()
-                        .map_or(0, |h| h.0.capacity() * std::mem::size_of::<Point>())
+                    + e.history.as_ref().map_or(0, History::heap_bytes)
             })
     }
 }
