@@ -14,10 +14,12 @@
 //!    `Evaluator::ingest` and `drain_events` (the engine task's share). Windows are full
 //!    (warm-up steps first). Prints points/s of each and the ratio to the baseline.
 //! 2. End to end, when `VIGIL_BIN` names a `vigil` binary: starts `vigil run` on loopback
-//!    with the same rules, sends a fixed number of requests over OTLP/HTTP protobuf on a
-//!    few keep-alive connections as fast as it answers (429s are retried after 1 ms and
-//!    counted), then reads `vigil_otlp_request_to_decision_seconds` from `/metrics` for
-//!    the p99 from request received to alert decision, and stops the process it started.
+//!    with the same rules and sends OTLP/HTTP protobuf requests on a few keep-alive
+//!    connections (429s are retried after 1 ms and counted) in two phases of 60 steps
+//!    (6 M points) each: as fast as it answers (the most it takes), then paced at
+//!    1 000 requests/s, 1 M points/s (the latency at the target load). After each it
+//!    reads `vigil_otlp_request_to_decision_seconds` from `/metrics` for the p99 from
+//!    request received to alert decision, and it stops the process it started.
 //!
 //! `cargo bench -p vigil-benches --bench otlp` (add `VIGIL_BIN=target/release/vigil`
 //! after `cargo build --release` for part 2).
@@ -51,8 +53,10 @@ const POINTS_PER_REQUEST: usize = PODS_PER_REQUEST * METRICS.len();
 /// In-process steps: warm-up (windows fill: zscore needs 30 points) and measured.
 const WARMUP_STEPS: u64 = 40;
 const MEASURED_STEPS: u64 = 20;
-/// End-to-end steps sent (100 requests each).
+/// End-to-end steps sent per phase (100 requests each).
 const E2E_STEPS: u64 = 60;
+/// The paced phase's interval between requests: 1 000 requests/s, 1 M points/s.
+const PACE: Duration = Duration::from_millis(1);
 const E2E_CONNECTIONS: usize = 4;
 
 fn kv(k: &str, v: String) -> KeyValue {
@@ -396,6 +400,139 @@ impl Drop for Server {
     }
 }
 
+/// The encoded requests of `steps`.
+fn encode(values: &mut Values, steps: std::ops::Range<u64>) -> Arc<Vec<Vec<u8>>> {
+    let started = Instant::now();
+    let bodies: Vec<Vec<u8>> = steps.flat_map(|s| values.step(s)).collect();
+    println!(
+        "encoded {} requests ({} points) in {:.1} s",
+        bodies.len(),
+        bodies.len() * POINTS_PER_REQUEST,
+        started.elapsed().as_secs_f64()
+    );
+    Arc::new(bodies)
+}
+
+/// What a sending phase saw.
+struct Sent {
+    points: u64,
+    started: Instant,
+    /// To the last 200 (accepted into the engine's queue).
+    wall: Duration,
+    /// Per request: from its scheduled (paced) or actual (unpaced) send to the 200.
+    latencies: Vec<Duration>,
+    retries: u64,
+}
+
+/// Sends every body over [`E2E_CONNECTIONS`] keep-alive connections, request `i` not
+/// before `i × pace` when paced; 429s are retried after 1 ms and counted.
+fn send(addr: SocketAddr, bodies: &Arc<Vec<Vec<u8>>>, pace: Option<Duration>) -> Sent {
+    let next = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..E2E_CONNECTIONS)
+        .map(|_| {
+            let (bodies, next, retries) =
+                (Arc::clone(bodies), Arc::clone(&next), Arc::clone(&retries));
+            std::thread::spawn(move || {
+                let mut conn = Conn::new(addr).expect("connect");
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { break };
+                    let from = match pace {
+                        Some(p) => {
+                            let at = started + p * i as u32;
+                            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                            at
+                        }
+                        None => Instant::now(),
+                    };
+                    loop {
+                        match conn.post("/v1/metrics", body).expect("post") {
+                            200 => break,
+                            429 => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            s => panic!("status {s}"),
+                        }
+                    }
+                    latencies.push(from.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    latencies.sort();
+    Sent {
+        points: (bodies.len() * POINTS_PER_REQUEST) as u64,
+        started,
+        wall: started.elapsed(),
+        latencies,
+        retries: retries.load(Ordering::Relaxed),
+    }
+}
+
+/// `/metrics` once the engine has evaluated `requests` more requests than in `before`.
+fn drained(admin: &mut Conn, before: &str, requests: usize) -> String {
+    let n = |text: &str| {
+        histogram(text, "vigil_otlp_request_to_decision_seconds")
+            .last()
+            .map_or(0.0, |b| b.1)
+    };
+    let want = n(before) + requests as f64;
+    loop {
+        let after = admin.get("/metrics").expect("metrics");
+        if n(&after) >= want {
+            return after;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Prints a phase's figures; `after` was read once the engine had evaluated it all.
+fn report(phase: &str, sent: &Sent, before: &str, after: &str) {
+    let evaluated = sent.started.elapsed();
+    let pct = |q: f64| {
+        let l = &sent.latencies;
+        l[((l.len() as f64 * q) as usize).min(l.len() - 1)].as_secs_f64() * 1e3
+    };
+    let b0 = histogram(before, "vigil_otlp_request_to_decision_seconds");
+    let b1 = histogram(after, "vigil_otlp_request_to_decision_seconds");
+    let diff: Vec<(f64, f64)> = b1
+        .iter()
+        .zip(b0.iter().chain(std::iter::repeat(&(0.0, 0.0))))
+        .map(|(a, b)| (a.0, a.1 - b.1))
+        .collect();
+    println!(
+        "{phase}: {} points accepted in {:.2} s ({:.2} M points/s), evaluated in {:.2} s ({:.2} M points/s into the engine); 429 retries: {}",
+        sent.points,
+        sent.wall.as_secs_f64(),
+        per_sec(sent.points, sent.wall) / 1e6,
+        evaluated.as_secs_f64(),
+        per_sec(sent.points, evaluated) / 1e6,
+        sent.retries
+    );
+    println!(
+        "  client, request (scheduled) → 200: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!(
+        "  server, request received → alert decision (vigil_otlp_request_to_decision_seconds, interpolated): p50 {:.2} ms, p99 {:.2} ms",
+        quantile(0.5, &diff) * 1e3,
+        quantile(0.99, &diff) * 1e3
+    );
+}
+
 fn end_to_end(bin: PathBuf, values: &mut Values) {
     let dir = std::env::temp_dir().join(format!("vigil-otlp-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -440,106 +577,30 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    let started = Instant::now();
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..E2E_STEPS)
-            .flat_map(|s| values.step(s))
-            .collect::<Vec<_>>(),
-    );
-    println!(
-        "end to end: {} requests ({} points) encoded in {:.1} s; sending over {E2E_CONNECTIONS} keep-alive connections",
-        bodies.len(),
-        bodies.len() * POINTS_PER_REQUEST,
-        started.elapsed().as_secs_f64()
-    );
+    // Phase 1: as fast as it answers (the windows fill; the most it takes).
+    let bodies = encode(values, 0..E2E_STEPS);
     let before = admin.get("/metrics").expect("metrics");
-    let next = Arc::new(AtomicUsize::new(0));
-    let retries = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = (0..E2E_CONNECTIONS)
-        .map(|_| {
-            let (bodies, next, retries) =
-                (Arc::clone(&bodies), Arc::clone(&next), Arc::clone(&retries));
-            std::thread::spawn(move || {
-                let mut conn = Conn::new(otlp_addr).expect("connect");
-                let mut rtts = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = bodies.get(i) else { break };
-                    loop {
-                        let t = Instant::now();
-                        let status = conn.post("/v1/metrics", body).expect("post");
-                        match status {
-                            200 => {
-                                rtts.push(t.elapsed());
-                                break;
-                            }
-                            429 => {
-                                retries.fetch_add(1, Ordering::Relaxed);
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
-                            s => panic!("status {s}"),
-                        }
-                    }
-                }
-                rtts
-            })
-        })
-        .collect();
-    let mut rtts: Vec<Duration> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("worker"))
-        .collect();
-    let sent_in = started.elapsed();
-    // Wait until the engine has taken every accepted request.
-    let want = (bodies.len() * POINTS_PER_REQUEST) as f64;
-    let mut after;
-    loop {
-        after = admin.get("/metrics").expect("metrics");
-        let received = metric(
-            &after,
-            "vigil_otlp_data_points_received_total{protocol=\"http\"}",
-        );
-        let n = histogram(&after, "vigil_otlp_request_to_decision_seconds")
-            .last()
-            .map_or(0.0, |b| b.1);
-        if received >= want && n >= bodies.len() as f64 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let drained_in = started.elapsed();
-    rtts.sort();
-    let pct = |q: f64| rtts[((rtts.len() as f64 * q) as usize).min(rtts.len() - 1)];
-    let b0 = histogram(&before, "vigil_otlp_request_to_decision_seconds");
-    let b1 = histogram(&after, "vigil_otlp_request_to_decision_seconds");
-    let diff: Vec<(f64, f64)> = b1
-        .iter()
-        .zip(b0.iter().chain(std::iter::repeat(&(0.0, 0.0))))
-        .map(|(a, b)| (a.0, a.1 - b.1))
-        .collect();
-    let points = want as u64;
-    println!(
-        "sent {points} points in {:.2} s ({:.2} M points/s accepted); all evaluated after {:.2} s ({:.2} M points/s into the engine); 429 retries: {}",
-        sent_in.as_secs_f64(),
-        per_sec(points, sent_in) / 1e6,
-        drained_in.as_secs_f64(),
-        per_sec(points, drained_in) / 1e6,
-        retries.load(Ordering::Relaxed)
+    let sent = send(otlp_addr, &bodies, None);
+    let after = drained(&mut admin, &before, bodies.len());
+    report("saturating", &sent, &before, &after);
+    // Phase 2: paced at the target, one request every millisecond (open loop: latency is
+    // counted from each request's scheduled time, so a stall is not hidden).
+    drop(bodies);
+    let bodies = encode(values, E2E_STEPS..2 * E2E_STEPS);
+    let before = after;
+    let sent = send(otlp_addr, &bodies, Some(PACE));
+    let after = drained(&mut admin, &before, bodies.len());
+    report(
+        &format!(
+            "paced at {:.2} M points/s",
+            POINTS_PER_REQUEST as f64 / PACE.as_secs_f64() / 1e6
+        ),
+        &sent,
+        &before,
+        &after,
     );
     println!(
-        "client round trip (request sent → 200): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        rtts.last().map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    );
-    println!(
-        "server, request received → alert decision (vigil_otlp_request_to_decision_seconds, interpolated): p50 {:.2} ms, p99 {:.2} ms",
-        quantile(0.5, &diff) * 1e3,
-        quantile(0.99, &diff) * 1e3
-    );
-    println!(
-        "engine: {} samples evaluated, {} dropped late, {} alert transitions firing now",
+        "engine: {} samples evaluated, {} dropped late, {} alerts firing now",
         metric(&after, "vigil_samples_evaluated_total"),
         metric(&after, "vigil_samples_dropped_total{reason=\"late\"}"),
         metric(&after, "vigil_alerts{state=\"firing\"}")

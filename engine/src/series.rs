@@ -185,6 +185,40 @@ pub struct SeriesRegistry {
     pub(crate) fresh: bool,
     /// Series removed so far (see [`SeriesRegistry::removals`]).
     removals: u64,
+    /// Which registry this is (see [`SeriesRegistry::generation`]).
+    instance: Instance,
+}
+
+/// A process-unique number per registry value: a new one for every registry made,
+/// restored or cloned, so ids cached from one never pass for another's.
+#[derive(Debug, PartialEq, Eq)]
+struct Instance(u64);
+
+impl Instance {
+    fn next() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Instance(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Instance::next()
+    }
+}
+
+impl Clone for Instance {
+    fn clone(&self) -> Self {
+        Instance::next()
+    }
+}
+
+/// While a registry's [`generation`](SeriesRegistry::generation) stays equal, every id
+/// it handed out still names the labels it was interned for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generation {
+    instance: u64,
+    removals: u64,
 }
 
 impl SeriesRegistry {
@@ -300,6 +334,16 @@ impl SeriesRegistry {
     /// changes.
     pub fn removals(&self) -> u64 {
         self.removals
+    }
+
+    /// Changes whenever an id may stop naming the labels it was interned for: a series
+    /// removed (its id is reused), or this registry replaced (restored, cloned). A
+    /// cache of ids by labels is valid while this stays equal.
+    pub fn generation(&self) -> Generation {
+        Generation {
+            instance: self.instance.0,
+            removals: self.removals,
+        }
     }
 
     pub(crate) fn remove(&mut self, id: SeriesId) {
@@ -458,6 +502,24 @@ mod tests {
         for (i, &id) in ids.iter().enumerate().skip(15_000) {
             assert_eq!(r.labels(id).unwrap()["pod"], pod(i));
         }
+    }
+
+    #[test]
+    fn generation_changes_when_ids_may_change_meaning() {
+        let mut r = SeriesRegistry::default();
+        let g0 = r.generation();
+        let a = r.intern_pairs(&mut [("__name__", "x")]);
+        assert_eq!(r.generation(), g0, "interning keeps every id's meaning");
+        r.remove(a);
+        let g1 = r.generation();
+        assert_ne!(g1, g0, "a removal frees an id for reuse");
+        let copy = r.clone();
+        assert_ne!(copy.generation(), g1, "a clone evolves on its own");
+        assert_eq!(r.generation(), g1);
+        let snap: Vec<SnapEntry> = Vec::new();
+        r.restore(snap, Vec::new())
+            .expect("an empty registry restores");
+        assert_ne!(r.generation(), g1, "a restored registry is another one");
     }
 
     #[test]

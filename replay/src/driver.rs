@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use vigil_engine::eval::{Event, Stats};
 use vigil_engine::labels::Labels;
-use vigil_engine::series::SeriesId;
+use vigil_engine::series::{Generation, SeriesId};
 use vigil_engine::{Evaluator, EvaluatorConfig, RuleSet, Sample};
 
 use crate::filter::Filter;
@@ -262,12 +262,12 @@ pub fn replay(
 
 /// Engine series ids of the readers' shared label sets, so a series is interned once,
 /// not once per chunk. The engine reuses the ids of expired series, so the map is
-/// dropped whenever the registry reports a removal; it holds the label sets it maps,
+/// dropped whenever the registry's generation changes; it holds the label sets it maps,
 /// so no address in it is reused meanwhile.
 #[derive(Default)]
 struct SeriesIds {
     known: FastMap<usize, (Arc<Labels>, SeriesId)>,
-    removals: u64,
+    generation: Option<Generation>,
     /// This chunk's ids, by index into its `series`.
     chunk: Vec<SeriesId>,
 }
@@ -277,9 +277,10 @@ impl SeriesIds {
     const MAX: usize = 1 << 20;
 
     fn map(&mut self, ev: &mut Evaluator, series: &[Arc<Labels>]) {
-        if ev.series().removals() != self.removals || self.known.len() >= Self::MAX {
+        let generation = Some(ev.series().generation());
+        if generation != self.generation || self.known.len() >= Self::MAX {
             self.known.clear();
-            self.removals = ev.series().removals();
+            self.generation = generation;
         }
         self.chunk.clear();
         for l in series {

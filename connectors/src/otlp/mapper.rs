@@ -16,7 +16,9 @@
 //!
 //! Strings are borrowed from the request (which [`prepare`](super::prepare) normalised)
 //! and interned with [`SeriesRegistry::intern_pairs`]; nothing is allocated per data
-//! point but the `le` strings of histogram buckets.
+//! point but the `le` strings of histogram buckets. A series seen before is found by a
+//! hash of its inputs instead ([`ids`]), except the points of delta sums, whose running
+//! totals are keyed by their sorted labels.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -36,6 +38,9 @@ use vigil_engine::{Duration, Sample};
 
 use super::prepare::push_f64;
 use super::{OtlpError, OtlpStats, Rejection};
+use ids::IdCache;
+
+mod ids;
 
 /// `DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK`.
 pub(crate) const NO_RECORDED_VALUE: u32 = 1;
@@ -174,6 +179,7 @@ pub struct Mapper {
     next_sweep_ms: i64,
     /// Recycled allocation of the label pairs.
     pairs: Vec<(&'static str, &'static str)>,
+    ids: IdCache,
     /// `le` / `quantile` strings of the current point.
     text: String,
     bounds: Vec<(f64, f64, usize, usize)>,
@@ -254,6 +260,8 @@ struct Out<'a> {
 struct MetricCtx<'a, 's> {
     /// Scope and resource pairs (with aliases), appended after the point's own.
     suffix: &'s [(&'a str, &'a str)],
+    /// [`IdCache::scope_key`] of `suffix`.
+    scope: u128,
     received_ms: i64,
     /// Delta temporality: values are accumulated.
     delta: bool,
@@ -269,6 +277,7 @@ impl Mapper {
             max_ms: i64::MIN,
             next_sweep_ms: i64::MIN,
             pairs: Vec::new(),
+            ids: IdCache::default(),
             text: String::new(),
             bounds: Vec::new(),
         }
@@ -293,6 +302,7 @@ impl Mapper {
         let mut summary = MapSummary::default();
         let mut suffix: Vec<(&str, &str)> = Vec::new();
         let mut names = String::new();
+        self.ids.sync(series);
         for rm in &req.resource_metrics {
             for sm in &rm.scope_metrics {
                 suffix.clear();
@@ -304,6 +314,7 @@ impl Mapper {
                 if let Some(r) = &rm.resource {
                     push_attrs(&mut suffix, &r.attributes);
                 }
+                let scope = self.ids.scope_key(&suffix);
                 for m in &sm.metrics {
                     let Some(data) = &m.data else { continue };
                     let name = m.name.as_str();
@@ -312,6 +323,7 @@ impl Mapper {
                         Data::Gauge(g) => {
                             let ctx = MetricCtx {
                                 suffix: &suffix,
+                                scope,
                                 received_ms,
                                 delta: false,
                             };
@@ -322,6 +334,7 @@ impl Mapper {
                         Data::Sum(s) => {
                             let ctx = MetricCtx {
                                 suffix: &suffix,
+                                scope,
                                 received_ms,
                                 delta: delta_of(s.aggregation_temporality),
                             };
@@ -333,6 +346,7 @@ impl Mapper {
                             derived_names(&mut names, name);
                             let ctx = MetricCtx {
                                 suffix: &suffix,
+                                scope,
                                 received_ms,
                                 delta: delta_of(h.aggregation_temporality),
                             };
@@ -344,6 +358,7 @@ impl Mapper {
                             derived_names(&mut names, name);
                             let ctx = MetricCtx {
                                 suffix: &suffix,
+                                scope,
                                 received_ms,
                                 delta: delta_of(h.aggregation_temporality),
                             };
@@ -355,6 +370,7 @@ impl Mapper {
                             derived_names(&mut names, name);
                             let ctx = MetricCtx {
                                 suffix: &suffix,
+                                scope,
                                 received_ms,
                                 delta: false,
                             };
@@ -597,6 +613,20 @@ impl Mapper {
         let first = out.len();
         let mut pairs = recycle(std::mem::take(&mut self.pairs));
         for o in outs {
+            let key = (!ctx.delta).then(|| {
+                let attrs = attrs
+                    .iter()
+                    .filter_map(|kv| Some((kv.key.as_str(), str_value(kv)?)));
+                self.ids.key(ctx.scope, o.name, o.extra, attrs)
+            });
+            if let Some(id) = key.and_then(|k| self.ids.get(k)) {
+                out.push(Sample {
+                    series: id,
+                    ts,
+                    value: o.value,
+                });
+                continue;
+            }
             pairs.clear();
             pairs.push(("__name__", o.name));
             if let Some(e) = o.extra {
@@ -605,6 +635,9 @@ impl Mapper {
             push_attrs(&mut pairs, attrs);
             pairs.extend_from_slice(ctx.suffix);
             let id = series.intern_pairs(&mut pairs);
+            if let Some(k) = key {
+                self.ids.insert(k, id);
+            }
             let mut value = o.value;
             if ctx.delta && !vigil_engine::series::is_stale_marker(value) {
                 // `pairs` is sorted now: hash it as the series' identity.

@@ -730,3 +730,201 @@ fn series_are_interned_once() {
     h.run(mk(T + 1));
     assert_eq!(h.series.len(), 1);
 }
+
+/// A request of `pods` resources with a gauge (with point attributes) and a histogram
+/// each: the shape the id cache serves.
+fn fleet_request(pods: usize, t: u64, attr_order_swapped: bool) -> ExportMetricsServiceRequest {
+    let resource_metrics = (0..pods)
+        .map(|p| {
+            let mut attrs = vec![kv("k8s.pod.name", &format!("api-{p}")), kv("zone", "a")];
+            if attr_order_swapped {
+                attrs.reverse();
+            }
+            let mut point_attrs = vec![kv("code", "200"), kv("path", "/")];
+            if attr_order_swapped {
+                point_attrs.reverse();
+            }
+            ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: attrs,
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        gauge("g", vec![number(t, p as f64, point_attrs)]),
+                        histogram_metric(
+                            AggregationTemporality::Cumulative,
+                            vec![hist_point(t, vec![1, 2, 3], vec![0.1, 1.0], 2.0)],
+                        ),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportMetricsServiceRequest { resource_metrics }
+}
+
+#[test]
+fn cached_ids_give_the_labels_of_a_fresh_interning() {
+    let mut cached = Harness::new();
+    for (i, swapped) in [false, false, true, false, true].into_iter().enumerate() {
+        let req = fleet_request(50, T + i as u64 * 1_000_000_000, swapped);
+        let (_, got) = cached.run(req.clone());
+        let (_, want) = Harness::new().run(req);
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((&g.labels, g.ts), (&w.labels, w.ts));
+            assert!(g.value == w.value || (g.value.is_nan() && w.value.is_nan()));
+        }
+    }
+    // 50 pods × (g + h_count + h_sum + 3 buckets): the swapped order adds keys, not series.
+    assert_eq!(cached.series.len(), 50 * 6);
+    assert_eq!(cached.mapper.ids.len(), 2 * 50 * 6);
+}
+
+#[test]
+fn points_differing_in_one_attribute_value_are_different_series() {
+    let mut h = Harness::new();
+    for code in ["200", "500", "200"] {
+        let (_, got) = h.run(request(vec![gauge(
+            "g",
+            vec![number(T, 1.0, vec![kv("code", code)])],
+        )]));
+        assert_eq!(got[0].labels["code"], code);
+    }
+    assert_eq!(h.series.len(), 2);
+}
+
+#[test]
+fn the_id_cache_is_dropped_when_the_registry_changes() {
+    let mut h = Harness::new();
+    let req = || request(vec![gauge("a", vec![number(T, 1.0, vec![])])]);
+    let (_, got) = h.run(req());
+    assert_eq!(got[0].labels["__name__"], "a");
+    // Another registry (an evaluator replaced on reload) where that id names another
+    // series: the cache must not answer for it.
+    h.series = SeriesRegistry::default();
+    h.series.intern_pairs(&mut [("__name__", "other")]);
+    let (_, got) = h.run(req());
+    assert_eq!(got[0].labels["__name__"], "a");
+    assert_eq!(h.series.len(), 2);
+}
+
+#[test]
+fn the_id_cache_is_dropped_when_a_series_expires() {
+    use vigil_engine::{Evaluator, EvaluatorConfig, RuleSet};
+    let rules = RuleSet::from_sources(&[vigil_engine::rule::Source {
+        name: "t.yaml".into(),
+        text: "group: g\ninterval: 10s\nrules:\n  - name: T\n    select: '{__name__=~\"a|b\"}'\n    detect: { threshold: { above: 1 } }\n".into(),
+    }])
+    .unwrap();
+    let mut ev = Evaluator::new(Arc::new(rules), EvaluatorConfig::default());
+    let mut mapper = Mapper::new(MappingConfig::default(), Arc::new(OtlpStats::default()));
+    let mut map = |ev: &mut Evaluator, name: &str| {
+        let mut req = request(vec![gauge(name, vec![number(T, 0.0, vec![])])]);
+        prepare(&mut req, &Limits::default());
+        let mut out = Vec::new();
+        mapper.map(&req, RECEIVED, ev.series_mut(), &mut out);
+        out[0].series
+    };
+    let id_a = map(&mut ev, "a");
+    ev.ingest(&[Sample {
+        series: id_a,
+        ts: T_MS,
+        value: 0.0,
+    }]);
+    // `a` goes silent past staleness and expires; `b` takes its id.
+    ev.advance_watermark(T_MS + 3_600_000);
+    assert!(ev.series().labels(id_a).is_none(), "`a` expired");
+    let id_b = map(&mut ev, "b");
+    assert_eq!(id_b, id_a, "the freed id is reused");
+    let again = map(&mut ev, "a");
+    assert_ne!(again, id_b, "`a` must not get `b`'s id from a stale cache");
+    assert_eq!(ev.series().labels(again).unwrap()["__name__"], "a");
+}
+
+mod cache_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Few keys, so that requests share series and differ in one value: they collide
+    /// with each other, with aliases and with the scope and `le` labels.
+    const KEYS: [&str; 5] = ["a", "pod", "k8s.pod.name", "otel_scope_name", "le"];
+
+    fn attrs() -> impl Strategy<Value = Vec<(usize, u8)>> {
+        prop::collection::vec((0..KEYS.len(), 0u8..3), 0..3)
+    }
+
+    fn to_kv(a: &[(usize, u8)]) -> Vec<KeyValue> {
+        // Value 0 is empty: skipped as a label.
+        a.iter()
+            .map(|&(k, v)| kv(KEYS[k], ["", "x", "y"][v as usize]))
+            .collect()
+    }
+
+    /// (resource attrs, scope name, [(metric, is histogram, point attrs)]).
+    type Shape = (Vec<(usize, u8)>, u8, Vec<(u8, bool, Vec<(usize, u8)>)>);
+
+    fn build(shapes: &[Shape]) -> ExportMetricsServiceRequest {
+        let resource_metrics = shapes
+            .iter()
+            .map(|(res, scope, metrics)| ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: to_kv(res),
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: ["", "s1", "s2"][*scope as usize % 3].into(),
+                        ..Default::default()
+                    }),
+                    metrics: metrics
+                        .iter()
+                        .map(|(m, hist, pa)| {
+                            if *hist {
+                                let mut p = hist_point(T, vec![1, 1], vec![1.0], 1.0);
+                                p.attributes = to_kv(pa);
+                                histogram_metric(AggregationTemporality::Cumulative, vec![p])
+                            } else {
+                                gauge(&format!("m{m}"), vec![number(T, 1.0, to_kv(pa))])
+                            }
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        ExportMetricsServiceRequest { resource_metrics }
+    }
+
+    fn shapes() -> impl Strategy<Value = Vec<Shape>> {
+        prop::collection::vec(
+            (
+                attrs(),
+                0u8..3,
+                prop::collection::vec((0u8..2, any::<bool>(), attrs()), 1..4),
+            ),
+            1..4,
+        )
+    }
+
+    proptest! {
+        /// Whatever came before, a cached mapping labels every sample as interning it
+        /// afresh does.
+        #[test]
+        fn cached_mapping_equals_fresh_mapping(requests in prop::collection::vec(shapes(), 1..6)) {
+            let mut cached = Harness::new();
+            for shapes in &requests {
+                let req = build(shapes);
+                let (_, got) = cached.run(req.clone());
+                let (_, want) = Harness::new().run(req);
+                let labels = |g: &[Got]| g.iter().map(|g| g.labels.clone()).collect::<Vec<_>>();
+                prop_assert_eq!(labels(&got), labels(&want));
+            }
+        }
+    }
+}
