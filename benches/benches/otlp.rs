@@ -6,7 +6,10 @@
 //! `k8s.namespace.name`, `k8s.container.name`, `service.name`, `job`, `instance`), its 10
 //! metrics with one data point each (gauges as Gauge, counters as monotonic cumulative
 //! Sum), 100 pods per request: **1 000 data points per request**, 100 requests per 10 s
-//! step. Values are the fleet's deterministic values.
+//! step. Values are the fleet's deterministic values. Each pod exports at its own offset
+//! within the step, as SDKs with their own timers do, so timestamps rise from request to
+//! request; the last end-to-end phase gives every point of a step the same timestamp.
+//! The bench runs on the allocator the `vigil` binary uses (mimalloc).
 //!
 //! 1. In process, one thread, thread CPU time, in the same run and over the same encoded
 //!    requests: decode only (`ExportMetricsServiceRequest::decode`, the baseline) against
@@ -15,9 +18,10 @@
 //!    (warm-up steps first). Prints points/s of each and the ratio to the baseline.
 //! 2. End to end, when `VIGIL_BIN` names a `vigil` binary: starts `vigil run` on loopback
 //!    with the same rules and sends OTLP/HTTP protobuf requests on a few keep-alive
-//!    connections (429s are retried after 1 ms and counted) in two phases of 60 steps
+//!    connections (429s are retried after 1 ms and counted) in three phases of 60 steps
 //!    (6 M points) each: as fast as it answers (the most it takes), then paced at
-//!    1 000 requests/s, 1 M points/s (the latency at the target load). After each it
+//!    1 000 requests/s, 1 M points/s (the latency at the target load), then paced with
+//!    aligned timestamps (the worst case). After each it
 //!    reads `vigil_otlp_request_to_decision_seconds` from `/metrics` for the p99 from
 //!    request received to alert decision, and it stops the process it started.
 //!
@@ -47,6 +51,9 @@ use vigil_connectors::otlp::proto::tonic::resource::v1::Resource;
 use vigil_connectors::otlp::{prepare, Limits, Mapper, MappingConfig, OtlpStats};
 use vigil_engine::{Evaluator, EvaluatorConfig, Sample};
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PODS: usize = 10_000;
 const PODS_PER_REQUEST: usize = 100;
 const POINTS_PER_REQUEST: usize = PODS_PER_REQUEST * METRICS.len();
@@ -73,6 +80,10 @@ fn kv(k: &str, v: String) -> KeyValue {
 struct Values {
     fleet: Fleet,
     buf: Vec<Sample>,
+    /// Each pod exports at its own offset within the step (as SDKs with their own timers
+    /// do), so timestamps rise request by request; else every point of a step has the
+    /// step's timestamp (the worst case: one request releases the whole step).
+    spread: bool,
 }
 
 impl Values {
@@ -81,6 +92,7 @@ impl Values {
         Values {
             fleet: Fleet::intern(&mut scratch, &METRICS, PODS),
             buf: Vec::new(),
+            spread: true,
         }
     }
 
@@ -88,10 +100,17 @@ impl Values {
     fn step(&mut self, step: u64) -> Vec<Vec<u8>> {
         self.fleet.fill(step, &mut self.buf);
         let t_ns = ((T0 + step as i64 * STEP_MS) as u64) * 1_000_000;
+        let offset_ns = |p: usize| {
+            if self.spread {
+                p as u64 * STEP_MS as u64 * 1_000_000 / PODS as u64
+            } else {
+                0
+            }
+        };
         (0..PODS / PODS_PER_REQUEST)
             .map(|r| {
                 let resource_metrics = (r * PODS_PER_REQUEST..(r + 1) * PODS_PER_REQUEST)
-                    .map(|p| self.pod(p, t_ns))
+                    .map(|p| self.pod(p, t_ns + offset_ns(p)))
                     .collect();
                 ExportMetricsServiceRequest { resource_metrics }.encode_to_vec()
             })
@@ -220,6 +239,7 @@ fn in_process(values: &mut Values) {
     );
     let (mut decode, mut recv, mut engine) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut points, mut bytes) = (0u64, 0u64);
+    let mut per_request = Vec::new();
     for step in WARMUP_STEPS..WARMUP_STEPS + MEASURED_STEPS {
         let bodies = values.step(step);
         // Baseline first, then the whole path, over the same bytes.
@@ -233,6 +253,7 @@ fn in_process(values: &mut Values) {
             let (r, e) = pipe.run(body);
             recv += r;
             engine += e;
+            per_request.push(e);
             bytes += body.len() as u64;
         }
         points += (bodies.len() * POINTS_PER_REQUEST) as u64;
@@ -261,7 +282,33 @@ fn in_process(values: &mut Values) {
         "into the engine with decode on one core and the engine task on the other: {:.2} M points/s (the slower stage)",
         per_sec(points, recv.max(engine)) / 1e6
     );
+    per_request.sort();
+    let pct = |q: f64| {
+        per_request[((per_request.len() as f64 * q) as usize).min(per_request.len() - 1)]
+            .as_secs_f64()
+            * 1e3
+    };
+    println!(
+        "engine task per request (CPU): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    );
     println!("alert events during the measured steps: {}", pipe.events);
+    // A periodic checkpoint: the engine task copies the evaluator; a blocking thread
+    // serialises the copy and writes it.
+    let t = Instant::now();
+    let copy = pipe.ev.clone();
+    let copied = t.elapsed();
+    let t = Instant::now();
+    let snap = copy.snapshot();
+    println!(
+        "a checkpoint of this state: the engine task copies it in {:.1} ms; serialising the copy ({:.1} MiB) takes {:.1} ms off the engine task",
+        copied.as_secs_f64() * 1e3,
+        snap.len() as f64 / (1 << 20) as f64,
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }
 
 /// A minimal HTTP/1.1 keep-alive client.
@@ -599,6 +646,20 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
         &before,
         &after,
     );
+    // Phase 3: paced again, every point of a step at the step's timestamp: the request
+    // that moves the watermark past a step releases all 100 000 of its samples.
+    drop(bodies);
+    values.spread = false;
+    let bodies = encode(values, 2 * E2E_STEPS..3 * E2E_STEPS);
+    let before = after;
+    let sent = send(otlp_addr, &bodies, Some(PACE));
+    let after = drained(&mut admin, &before, bodies.len());
+    report(
+        "paced, aligned timestamps (worst case)",
+        &sent,
+        &before,
+        &after,
+    );
     println!(
         "engine: {} samples evaluated, {} dropped late, {} alerts firing now",
         metric(&after, "vigil_samples_evaluated_total"),
@@ -613,7 +674,13 @@ fn main() {
     let mut values = Values::new();
     in_process(&mut values);
     match std::env::var_os("VIGIL_BIN") {
-        Some(bin) => end_to_end(PathBuf::from(bin), &mut values),
+        // `cargo bench` runs in `benches/`: a relative path is from the workspace root.
+        Some(bin) => end_to_end(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(bin),
+            &mut values,
+        ),
         None => println!(
             "end to end skipped: set VIGIL_BIN to a vigil binary (cargo build --release; VIGIL_BIN=target/release/vigil)"
         ),

@@ -92,6 +92,11 @@ pub(crate) fn fast_hash(buf: &[u8]) -> u64 {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+/// Appends one length-prefixed string of an encoded set.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
     let mut n = s.len();
     loop {
         let byte = (n & 0x7f) as u8;
@@ -102,7 +107,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
         }
         out.push(byte | 0x80);
     }
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(s);
 }
 
 /// Iterator over the pairs of an encoded label set.

@@ -412,8 +412,7 @@ impl SeriesRegistry {
             .map(|e| {
                 let mut buf = Vec::new();
                 if e.live {
-                    self.symbols
-                        .decode(self.sets.get(e.labels), false, &mut buf);
+                    self.symbols.decode_all(self.sets.get(e.labels), &mut buf);
                 }
                 SnapEntry {
                     labels: buf.into(),

@@ -283,6 +283,15 @@ impl Symbols {
         );
     }
 
+    /// [`Symbols::decode`] of a whole set: the same bytes, copied string by string
+    /// without turning them into `&str` (the snapshot's path, once per series).
+    pub(crate) fn decode_all(&self, set: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        for id in ids(set) {
+            labels::put_bytes(out, self.bytes_at(self.slots[id as usize].loc));
+        }
+    }
+
     /// Heap bytes held (arena, slots, free list, index).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.arena.heap_bytes()
@@ -352,6 +361,8 @@ mod tests {
             let mut back = Vec::new();
             s.decode(&out, false, &mut back);
             assert_eq!(back, &*enc);
+            s.decode_all(&out, &mut back);
+            assert_eq!(back, &*enc);
             assert!(s.encode_lookup(&enc, &mut back));
             assert_eq!(back, out);
             sets.push((enc, out.clone()));
@@ -366,6 +377,8 @@ mod tests {
         for (enc, set) in &sets {
             let mut back = Vec::new();
             s.decode(set, false, &mut back);
+            assert_eq!(&back, &**enc);
+            s.decode_all(set, &mut back);
             assert_eq!(&back, &**enc);
         }
         for (_, set) in sets.drain(..) {

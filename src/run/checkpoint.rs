@@ -1,6 +1,6 @@
-//! Checkpoints of the evaluator state in the state directory: written periodically and
-//! on shutdown, atomically (temp file, fsync, rename, fsync of the directory), and
-//! restored on start. A corrupt or incompatible checkpoint is reported and set aside,
+//! Checkpoints of the evaluator state in the state directory: written periodically (in
+//! the background: the engine only copies its state) and on shutdown, atomically (temp file,
+//! fsync, rename, fsync of the directory), and restored on start. A corrupt or incompatible checkpoint is reported and set aside,
 //! never fatal.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use vigil_engine::{Evaluator, EvaluatorConfig, RuleSet};
 
@@ -27,6 +28,8 @@ pub(crate) struct CheckpointStatus {
 pub(crate) struct Checkpointer {
     dir: Option<PathBuf>,
     status: CheckpointStatus,
+    /// The write in progress; it returns the checkpoint's size.
+    writing: Option<JoinHandle<Result<usize>>>,
 }
 
 impl Checkpointer {
@@ -35,6 +38,7 @@ impl Checkpointer {
         Checkpointer {
             dir,
             status: CheckpointStatus::default(),
+            writing: None,
         }
     }
 
@@ -42,13 +46,54 @@ impl Checkpointer {
         self.status.clone()
     }
 
-    /// Writes `bytes` atomically; failures are logged and counted.
-    pub(crate) async fn write(&mut self, bytes: Vec<u8>) {
+    /// Whether checkpoints are written at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Whether the previous periodic write is still running (a finished one is
+    /// accounted for here).
+    pub(crate) async fn busy(&mut self) -> bool {
+        match &self.writing {
+            Some(h) if !h.is_finished() => true,
+            Some(_) => {
+                self.finish().await;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Starts checkpointing a copy of the evaluator on a blocking thread and returns
+    /// at once: the engine pays for the copy (a fifth of what serialising costs, see
+    /// BENCHMARKS.md) and keeps evaluating while the copy is serialised and written.
+    /// Call when not [`busy`](Self::busy).
+    pub(crate) fn start(&mut self, copy: Evaluator) {
         let Some(dir) = self.dir.clone() else { return };
-        let len = bytes.len();
-        let result = tokio::task::spawn_blocking(move || write_atomic(&dir, &bytes)).await;
-        match result {
-            Ok(Ok(())) => {
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let bytes = copy.snapshot();
+            write_atomic(&dir, &bytes).map(|()| bytes.len())
+        }));
+    }
+
+    /// Writes `bytes` atomically and waits for it (the final checkpoint), after any
+    /// write still running; failures are logged and counted.
+    pub(crate) async fn write(&mut self, bytes: Vec<u8>) {
+        self.finish().await;
+        let Some(dir) = self.dir.clone() else { return };
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            write_atomic(&dir, &bytes).map(|()| bytes.len())
+        }));
+        self.finish().await;
+    }
+
+    /// Waits for the write in progress, if any, and accounts for it.
+    async fn finish(&mut self) {
+        let Some(task) = self.writing.take() else {
+            return;
+        };
+        match task.await {
+            Ok(Ok(len)) => {
                 self.status.last_success = Some(SystemTime::now());
                 self.status.writes_ok += 1;
                 self.status.last_bytes = len;

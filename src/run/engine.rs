@@ -202,11 +202,17 @@ impl Engine {
         }
     }
 
-    /// Starts the task; it ends when every handle is dropped, after a last checkpoint.
-    pub(crate) fn spawn(self) -> (EngineHandle, tokio::task::JoinHandle<()>) {
+    /// Starts the engine on a thread of its own, with a current-thread runtime for its
+    /// timers and channels: it is CPU-bound, so it must neither wait behind request
+    /// decoding on the runtime's workers nor hold one the HTTP API needs. It ends when
+    /// every handle is dropped, after a last checkpoint.
+    pub(crate) fn spawn(self) -> std::io::Result<(EngineHandle, tokio::task::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel(self.settings.queue.max(1));
-        let task = tokio::spawn(self.run(rx));
-        (EngineHandle { tx }, task)
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let task = tokio::task::spawn_blocking(move || rt.block_on(self.run(rx)));
+        Ok((EngineHandle { tx }, task))
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
@@ -232,8 +238,11 @@ impl Engine {
                 },
                 _ = tick.tick() => {
                     self.idle_advance();
-                    if last_checkpoint.elapsed() >= self.settings.checkpoint_every {
-                        self.checkpointer.write(self.ev.snapshot()).await;
+                    if last_checkpoint.elapsed() >= self.settings.checkpoint_every
+                        && self.checkpointer.enabled()
+                        && !self.checkpointer.busy().await
+                    {
+                        self.checkpointer.start(self.ev.clone());
                         last_checkpoint = Instant::now();
                     }
                 }

@@ -336,7 +336,8 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
         mapper,
         record_tx,
     )
-    .spawn();
+    .spawn()
+    .context("cannot start the engine's runtime")?;
 
     // Reload: directory watch, SIGHUP, POST /-/reload.
     let reload_status: reload::SharedStatus = Arc::new(Mutex::new(reload::ReloadStatus::default()));

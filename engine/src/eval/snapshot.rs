@@ -37,9 +37,11 @@ pub enum SnapshotError {
     Corrupt(String),
 }
 
-#[derive(Serialize, Deserialize)]
+/// The snapshot as read back. [`SnapRef`] writes the same layout from borrows.
+#[derive(Deserialize)]
 struct Snap {
-    config: EvaluatorConfig,
+    /// Kept for the layout; the config passed to `restore` wins.
+    _config: EvaluatorConfig,
     watermark: i64,
     max_seen: i64,
     next_sweep: i64,
@@ -50,24 +52,40 @@ struct Snap {
     rules: Vec<(String, u64, RuleState)>,
 }
 
+/// [`Snap`]'s layout, borrowing the evaluator's state instead of copying it (postcard
+/// encodes a slice as a `Vec`, `&str` as a `String`, `&T` as `T`): a checkpoint stalls
+/// the engine for the serialisation alone.
+#[derive(Serialize)]
+struct SnapRef<'a> {
+    config: &'a EvaluatorConfig,
+    watermark: i64,
+    max_seen: i64,
+    next_sweep: i64,
+    pending: &'a [Sample],
+    stats: &'a Stats,
+    entries: Vec<SnapEntry>,
+    free: &'a [u32],
+    rules: Vec<(&'a str, u64, &'a RuleState)>,
+}
+
 impl Evaluator {
     /// Serialises the whole state. Undrained events are not part of it.
     pub fn snapshot(&self) -> Vec<u8> {
-        let snap = Snap {
-            config: self.config,
+        let snap = SnapRef {
+            config: &self.config,
             watermark: self.watermark,
             max_seen: self.max_seen,
             next_sweep: self.next_sweep,
-            pending: self.pending.clone(),
-            stats: self.stats.clone(),
+            pending: &self.pending,
+            stats: &self.stats,
             entries: self.series.snapshot_entries(),
-            free: self.series.free.clone(),
+            free: &self.series.free,
             rules: self
                 .rules
                 .rules
                 .iter()
                 .zip(&self.states)
-                .map(|(r, s)| (r.name.to_string(), r.definition, s.clone()))
+                .map(|(r, s)| (&*r.name, r.definition, s))
                 .collect(),
         };
         let mut out = MAGIC.to_vec();
