@@ -219,4 +219,38 @@ mod tests {
         assert_eq!(back.alerts(), ev.alerts());
         assert_eq!(back.alerts().len(), 1);
     }
+
+    #[tokio::test]
+    async fn a_periodic_checkpoint_writes_the_state_it_was_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ev = Evaluator::new(rules(), EvaluatorConfig::default());
+        let id = ev.intern(
+            &[("__name__".to_string(), "x".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let sample = |ts, value| vigil_engine::Sample {
+            series: id,
+            ts,
+            value,
+        };
+        ev.ingest(&[sample(0, 9.0)]);
+        ev.flush();
+        let mut c = Checkpointer::new(Some(dir.path().to_path_buf()));
+        c.start(ev.clone());
+        // The engine goes on while the copy is written: the checkpoint is of the copy.
+        ev.ingest(&[sample(60_000, 1.0)]);
+        ev.flush();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while c.busy().await {
+            assert!(std::time::Instant::now() < deadline, "write never finished");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let status = c.status();
+        assert_eq!((status.writes_ok, status.writes_failed), (1, 0));
+        assert!(status.last_bytes > 0);
+        let back = restore(Some(dir.path()), rules(), EvaluatorConfig::default());
+        assert_eq!(back.watermark(), Some(1), "the state as of the copy");
+        assert_eq!(back.alerts().len(), 1);
+    }
 }
