@@ -18,10 +18,11 @@
 //!    (warm-up steps first). Prints points/s of each and the ratio to the baseline.
 //! 2. End to end, when `VIGIL_BIN` names a `vigil` binary: starts `vigil run` on loopback
 //!    with the same rules and sends OTLP/HTTP protobuf requests on a few keep-alive
-//!    connections (429s are retried after 1 ms and counted) in three phases of 60 steps
-//!    (6 M points) each: as fast as it answers (the most it takes), then paced at
-//!    1 000 requests/s, 1 M points/s (the latency at the target load), then paced with
-//!    aligned timestamps (the worst case). After each it
+//!    connections (429s are retried after 1 ms and counted) in three phases: 60 steps
+//!    (6 M points) as fast as it answers (the most it takes); 300 steps paced at
+//!    1 000 requests/s, 1 M points/s, for 30 s (the latency at the target load, over a
+//!    whole default checkpoint period); 60 steps paced with aligned timestamps (the
+//!    worst case). After each it
 //!    reads `vigil_otlp_request_to_decision_seconds` from `/metrics` for the p99 from
 //!    request received to alert decision, and it stops the process it started.
 //!
@@ -60,8 +61,11 @@ const POINTS_PER_REQUEST: usize = PODS_PER_REQUEST * METRICS.len();
 /// In-process steps: warm-up (windows fill: zscore needs 30 points) and measured.
 const WARMUP_STEPS: u64 = 40;
 const MEASURED_STEPS: u64 = 20;
-/// End-to-end steps sent per phase (100 requests each).
+/// End-to-end steps sent in the saturating and the aligned phase (100 requests each).
 const E2E_STEPS: u64 = 60;
+/// Steps of the paced phase: 30 s at the target, one default checkpoint period, so its
+/// figures include a checkpoint (the first is due 30 s after start).
+const PACED_STEPS: u64 = 300;
 /// The paced phase's interval between requests: 1 000 requests/s, 1 M points/s.
 const PACE: Duration = Duration::from_millis(1);
 const E2E_CONNECTIONS: usize = 4;
@@ -633,7 +637,7 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
     // Phase 2: paced at the target, one request every millisecond (open loop: latency is
     // counted from each request's scheduled time, so a stall is not hidden).
     drop(bodies);
-    let bodies = encode(values, E2E_STEPS..2 * E2E_STEPS);
+    let bodies = encode(values, E2E_STEPS..E2E_STEPS + PACED_STEPS);
     let before = after;
     let sent = send(otlp_addr, &bodies, Some(PACE));
     let after = drained(&mut admin, &before, bodies.len());
@@ -650,7 +654,7 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
     // that moves the watermark past a step releases all 100 000 of its samples.
     drop(bodies);
     values.spread = false;
-    let bodies = encode(values, 2 * E2E_STEPS..3 * E2E_STEPS);
+    let bodies = encode(values, E2E_STEPS + PACED_STEPS..2 * E2E_STEPS + PACED_STEPS);
     let before = after;
     let sent = send(otlp_addr, &bodies, Some(PACE));
     let after = drained(&mut admin, &before, bodies.len());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use vigil_engine::{Evaluator, EvaluatorConfig, RuleSet};
@@ -64,15 +64,24 @@ impl Checkpointer {
         }
     }
 
-    /// Starts checkpointing a copy of the evaluator on a blocking thread and returns
-    /// at once: the engine pays for the copy (a fifth of what serialising costs, see
-    /// BENCHMARKS.md) and keeps evaluating while the copy is serialised and written.
-    /// Call when not [`busy`](Self::busy).
+    /// Starts checkpointing a copy of the evaluator and returns at once: the engine
+    /// pays for the copy (a sixth of what serialising costs, see BENCHMARKS.md) and
+    /// keeps evaluating while a thread of the lowest priority serialises and writes the
+    /// copy with CPU time the engine and intake leave over. Call when not
+    /// [`busy`](Self::busy).
     pub(crate) fn start(&mut self, copy: Evaluator) {
         let Some(dir) = self.dir.clone() else { return };
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            let bytes = copy.snapshot();
-            write_atomic(&dir, &bytes).map(|()| bytes.len())
+            std::thread::Builder::new()
+                .name("vigil-checkpoint".into())
+                .spawn(move || {
+                    lower_priority();
+                    let bytes = copy.snapshot();
+                    write_atomic(&dir, &bytes).map(|()| bytes.len())
+                })
+                .context("cannot start the checkpoint thread")?
+                .join()
+                .map_err(|_| anyhow!("the checkpoint thread panicked"))?
         }));
     }
 
@@ -109,6 +118,21 @@ impl Checkpointer {
         }
     }
 }
+
+/// Puts the calling thread at nice 19: on Linux the nice value is a thread's own, and
+/// `who = 0` names the calling thread. Elsewhere it would name the whole process, so
+/// it does nothing there.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: setpriority(2) takes plain integers and touches no memory of ours.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot lower the checkpoint thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;

@@ -368,6 +368,7 @@ impl Evaluator {
         let sorted_tail = self.pending.last().map_or(UNSTARTED, |s| s.ts);
         let mut in_order = true;
         let mut prev = sorted_tail;
+        let mut appended = 0;
         for s in samples {
             if !(0..=MAX_TS).contains(&s.ts) {
                 self.stats.out_of_range += 1;
@@ -396,10 +397,17 @@ impl Evaluator {
             prev = s.ts;
             max = max.max(s.ts);
             self.pending.push(*s);
+            appended += 1;
         }
         if !in_order {
-            // Stable: among equal timestamps, arrival order decides (first wins).
-            self.pending.sort_by_key(|s| s.ts);
+            // Stable: among equal timestamps, arrival order decides (first wins). The
+            // buffer was sorted, so only its part after the batch's oldest sample moves:
+            // sort the batch, then merge it with that part (its two sorted runs).
+            let start = self.pending.len() - appended;
+            self.pending[start..].sort_by_key(|s| s.ts);
+            let oldest = self.pending[start].ts;
+            let from = self.pending[..start].partition_point(|s| s.ts <= oldest);
+            self.pending[from..].sort_by_key(|s| s.ts);
         }
         self.max_seen = max;
         if max != UNSTARTED {

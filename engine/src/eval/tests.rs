@@ -567,3 +567,37 @@ fn states_keep_their_labels_after_the_series_they_share_them_with_expires() {
     let back = Evaluator::restore(Arc::clone(ev.rules()), ev.config(), &snap).unwrap();
     assert_eq!(back.snapshot(), snap);
 }
+
+#[test]
+fn out_of_order_batches_buffer_as_a_full_stable_sort_would() {
+    let config = EvaluatorConfig {
+        lateness_ms: 1 << 40,
+        ..EvaluatorConfig::default()
+    };
+    let mut ev = Evaluator::new(rules(THRESHOLD), config);
+    let id = ev.intern(&labels(&[("__name__", "x")]));
+    let mut reference: Vec<Sample> = Vec::new();
+    let mut seq = 0.0;
+    let mut state = 0x9e37_79b9_u64;
+    for batch in 0..200 {
+        let n = 1 + batch % 7;
+        let samples: Vec<Sample> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                seq += 1.0;
+                // Few distinct timestamps, so equal ones meet across batches.
+                Sample {
+                    series: id,
+                    ts: 1_000 * ((state >> 33) % 40) as i64 + 1_000 * batch as i64 / 10,
+                    value: seq,
+                }
+            })
+            .collect();
+        ev.ingest(&samples);
+        reference.extend_from_slice(&samples);
+        reference.sort_by_key(|s| s.ts);
+        assert_eq!(ev.pending, reference, "after batch {batch}");
+    }
+}
