@@ -223,15 +223,21 @@ mod tests {
         assert!(!dir.path().join(FILE).exists());
     }
 
-    #[test]
-    fn round_trip_through_the_file() {
-        let dir = tempfile::tempdir().unwrap();
+    /// An evaluator with series `x` and its id.
+    fn evaluator() -> (Evaluator, vigil_engine::SeriesId) {
         let mut ev = Evaluator::new(rules(), EvaluatorConfig::default());
         let id = ev.intern(
             &[("__name__".to_string(), "x".to_string())]
                 .into_iter()
                 .collect(),
         );
+        (ev, id)
+    }
+
+    #[test]
+    fn round_trip_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut ev, id) = evaluator();
         ev.ingest(&[vigil_engine::Sample {
             series: id,
             ts: 0,
@@ -247,12 +253,7 @@ mod tests {
     #[tokio::test]
     async fn a_periodic_checkpoint_writes_the_state_it_was_started_with() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ev = Evaluator::new(rules(), EvaluatorConfig::default());
-        let id = ev.intern(
-            &[("__name__".to_string(), "x".to_string())]
-                .into_iter()
-                .collect(),
-        );
+        let (mut ev, id) = evaluator();
         let sample = |ts, value| vigil_engine::Sample {
             series: id,
             ts,
