@@ -1,7 +1,7 @@
 //! Checkpoints of the evaluator state in the state directory: written periodically (in
-//! the background: the engine only copies its state) and on shutdown, atomically (temp file,
-//! fsync, rename, fsync of the directory), and restored on start. A corrupt or incompatible checkpoint is reported and set aside,
-//! never fatal.
+//! the background: the engine only copies its state) and on shutdown, atomically (temp
+//! file, fsync, rename, fsync of the directory), and restored on start. A corrupt or
+//! incompatible checkpoint is reported and set aside, never fatal.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
