@@ -53,8 +53,8 @@ struct Snap {
 }
 
 /// [`Snap`]'s layout, borrowing the evaluator's state instead of copying it (postcard
-/// encodes a slice as a `Vec`, `&str` as a `String`, `&T` as `T`): a checkpoint stalls
-/// the engine for the serialisation alone.
+/// encodes a slice as a `Vec`, `&str` as a `String`, `&T` as `T`), so serialising
+/// makes no copy of the state first.
 #[derive(Serialize)]
 struct SnapRef<'a> {
     config: &'a EvaluatorConfig,
