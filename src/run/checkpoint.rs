@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{anyhow, Context, Result};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 use vigil_engine::{Evaluator, EvaluatorConfig, RuleSet};
 
@@ -28,8 +28,8 @@ pub(crate) struct CheckpointStatus {
 pub(crate) struct Checkpointer {
     dir: Option<PathBuf>,
     status: CheckpointStatus,
-    /// The write in progress; it returns the checkpoint's size.
-    writing: Option<JoinHandle<Result<usize>>>,
+    /// The write in progress, on its own thread; it answers with the checkpoint's size.
+    writing: Option<oneshot::Receiver<Result<usize>>>,
 }
 
 impl Checkpointer {
@@ -53,11 +53,15 @@ impl Checkpointer {
 
     /// Whether the previous periodic write is still running (a finished one is
     /// accounted for here).
-    pub(crate) async fn busy(&mut self) -> bool {
-        match &self.writing {
-            Some(h) if !h.is_finished() => true,
-            Some(_) => {
-                self.finish().await;
+    pub(crate) fn busy(&mut self) -> bool {
+        match self.writing.as_mut().map(|rx| rx.try_recv()) {
+            Some(Err(oneshot::error::TryRecvError::Empty)) => true,
+            Some(done) => {
+                self.writing = None;
+                self.account(
+                    done.map_err(|_| anyhow!("the checkpoint thread panicked"))
+                        .and_then(|r| r),
+                );
                 false
             }
             None => false,
@@ -70,50 +74,57 @@ impl Checkpointer {
     /// copy with CPU time the engine and intake leave over. Call when not
     /// [`busy`](Self::busy).
     pub(crate) fn start(&mut self, copy: Evaluator) {
-        let Some(dir) = self.dir.clone() else { return };
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            std::thread::Builder::new()
-                .name("vigil-checkpoint".into())
-                .spawn(move || {
-                    lower_priority();
-                    let bytes = copy.snapshot();
-                    write_atomic(&dir, &bytes).map(|()| bytes.len())
-                })
-                .context("cannot start the checkpoint thread")?
-                .join()
-                .map_err(|_| anyhow!("the checkpoint thread panicked"))?
-        }));
+        self.spawn(move |dir| {
+            lower_priority();
+            let bytes = copy.snapshot();
+            write_atomic(dir, &bytes).map(|()| bytes.len())
+        });
     }
 
     /// Writes `bytes` atomically and waits for it (the final checkpoint), after any
     /// write still running; failures are logged and counted.
     pub(crate) async fn write(&mut self, bytes: Vec<u8>) {
         self.finish().await;
-        let Some(dir) = self.dir.clone() else { return };
-        self.writing = Some(tokio::task::spawn_blocking(move || {
-            write_atomic(&dir, &bytes).map(|()| bytes.len())
-        }));
+        self.spawn(move |dir| write_atomic(dir, &bytes).map(|()| bytes.len()));
         self.finish().await;
+    }
+
+    /// Runs `job` on a thread of its own; its answer is taken by `busy` or `finish`.
+    fn spawn(&mut self, job: impl FnOnce(&Path) -> Result<usize> + Send + 'static) {
+        let Some(dir) = self.dir.clone() else { return };
+        let (tx, rx) = oneshot::channel();
+        let started = std::thread::Builder::new()
+            .name("vigil-checkpoint".into())
+            .spawn(move || {
+                let _ = tx.send(job(&dir));
+            });
+        match started {
+            Ok(_) => self.writing = Some(rx),
+            Err(e) => self.account(Err(anyhow!(e).context("cannot start the checkpoint thread"))),
+        }
     }
 
     /// Waits for the write in progress, if any, and accounts for it.
     async fn finish(&mut self) {
-        let Some(task) = self.writing.take() else {
-            return;
-        };
-        match task.await {
-            Ok(Ok(len)) => {
+        if let Some(rx) = self.writing.take() {
+            let done = rx.await;
+            self.account(
+                done.map_err(|_| anyhow!("the checkpoint thread panicked"))
+                    .and_then(|r| r),
+            );
+        }
+    }
+
+    fn account(&mut self, result: Result<usize>) {
+        match result {
+            Ok(len) => {
                 self.status.last_success = Some(SystemTime::now());
                 self.status.writes_ok += 1;
                 self.status.last_bytes = len;
             }
-            Ok(Err(e)) => {
-                self.status.writes_failed += 1;
-                warn!(error = %format!("{e:#}"), "checkpoint write failed");
-            }
             Err(e) => {
                 self.status.writes_failed += 1;
-                warn!(error = %e, "checkpoint task failed");
+                warn!(error = %format!("{e:#}"), "checkpoint write failed");
             }
         }
     }
@@ -267,7 +278,7 @@ mod tests {
         ev.ingest(&[sample(60_000, 1.0)]);
         ev.flush();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while c.busy().await {
+        while c.busy() {
             assert!(std::time::Instant::now() < deadline, "write never finished");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }

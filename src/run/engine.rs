@@ -240,7 +240,7 @@ impl Engine {
                     self.idle_advance();
                     if last_checkpoint.elapsed() >= self.settings.checkpoint_every
                         && self.checkpointer.enabled()
-                        && !self.checkpointer.busy().await
+                        && !self.checkpointer.busy()
                     {
                         self.checkpointer.start(self.ev.clone());
                         last_checkpoint = Instant::now();
