@@ -11,6 +11,7 @@
 //! they are ordered by (timestamp, rule, fingerprint), so two runs over the same input
 //! give identical event streams.
 
+mod buffer;
 mod snapshot;
 mod state;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use buffer::Buffer;
 pub use snapshot::{SnapshotError, SNAPSHOT_VERSION};
 pub use state::Point;
 use state::{Input, Key, KeyLabels, Reading, RuleState};
@@ -236,7 +238,7 @@ pub struct Evaluator {
     states: Vec<RuleState>,
     watermark: i64,
     max_seen: i64,
-    pending: Vec<Sample>,
+    pending: Buffer,
     stats: Stats,
     events: Vec<Event>,
     /// Earliest step time of any step rule, or the next sweep.
@@ -282,7 +284,7 @@ impl Evaluator {
             states,
             watermark: UNSTARTED,
             max_seen: UNSTARTED,
-            pending: Vec::new(),
+            pending: Buffer::default(),
             stats: Stats::default(),
             events: Vec::new(),
             next_due: UNSTARTED,
@@ -356,14 +358,7 @@ impl Evaluator {
     /// are evaluated once the watermark (newest timestamp − lateness) passes them.
     pub fn ingest(&mut self, samples: &[Sample]) {
         self.stats.received += samples.len() as u64;
-        let need = self.pending.len() + samples.len();
-        if need > self.pending.capacity() {
-            // Exactly what this batch needs when it is the first or the largest yet
-            // (a whole scrape of the fleet), else half as much again (amortised).
-            let cap = self.pending.capacity();
-            self.pending
-                .reserve_exact(need.max(cap + cap / 2) - self.pending.len());
-        }
+        self.pending.reserve(samples.len());
         let mut max = self.max_seen;
         let sorted_tail = self.pending.last().map_or(UNSTARTED, |s| s.ts);
         let mut in_order = true;
@@ -403,11 +398,12 @@ impl Evaluator {
             // Stable: among equal timestamps, arrival order decides (first wins). The
             // buffer was sorted, so only its part after the batch's oldest sample moves:
             // sort the batch, then merge it with that part (its two sorted runs).
-            let start = self.pending.len() - appended;
-            self.pending[start..].sort_by_key(|s| s.ts);
-            let oldest = self.pending[start].ts;
-            let from = self.pending[..start].partition_point(|s| s.ts <= oldest);
-            self.pending[from..].sort_by_key(|s| s.ts);
+            let live = self.pending.live_mut();
+            let start = live.len() - appended;
+            live[start..].sort_by_key(|s| s.ts);
+            let oldest = live[start].ts;
+            let from = live[..start].partition_point(|s| s.ts <= oldest);
+            live[from..].sort_by_key(|s| s.ts);
         }
         self.max_seen = max;
         if max != UNSTARTED {
@@ -441,12 +437,12 @@ impl Evaluator {
 
     fn release(&mut self) {
         let w = self.watermark;
-        let n = self.pending.partition_point(|s| s.ts < w);
+        let n = self.pending.live().partition_point(|s| s.ts < w);
         let first_event = self.events.len();
         // Evaluated in place (nothing is buffered while a release runs), then dropped
         // from the buffer: no second buffer as large as the largest release.
         let pending = std::mem::take(&mut self.pending);
-        let batch = &pending[..n];
+        let batch = &pending.live()[..n];
         if self.next_sweep == UNSTARTED {
             if let Some(first) = batch.first() {
                 self.start_clocks(first.ts);
@@ -460,11 +456,7 @@ impl Evaluator {
             self.process(&rules, *s);
         }
         self.pending = pending;
-        self.pending.drain(..n);
-        if self.pending.capacity() > 4 * self.pending.len().max(1024) {
-            // After a burst (or at the end of a replay): give the spare back.
-            self.pending.shrink_to(2 * self.pending.len());
-        }
+        self.pending.consume(n);
         if self.next_sweep != UNSTARTED && w > self.next_due {
             self.run_steps_before(w);
         }

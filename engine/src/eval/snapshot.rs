@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::buffer::Buffer;
 use super::state::{KeyLabels, RuleState};
 use super::{ceil_to, Evaluator, EvaluatorConfig, Stats, MAX_TS, SWEEP_MS, UNSTARTED};
 use crate::rule::{RuleKind, RuleSet};
@@ -76,7 +77,7 @@ impl Evaluator {
             watermark: self.watermark,
             max_seen: self.max_seen,
             next_sweep: self.next_sweep,
-            pending: &self.pending,
+            pending: self.pending.live(),
             stats: &self.stats,
             entries: self.series.snapshot_entries(),
             free: &self.series.free,
@@ -120,7 +121,7 @@ impl Evaluator {
         ev.watermark = snap.watermark;
         ev.max_seen = snap.max_seen;
         ev.next_sweep = snap.next_sweep;
-        ev.pending = snap.pending;
+        ev.pending = Buffer::from_vec(snap.pending);
         ev.stats = snap.stats;
         let n = snap.entries.len();
         let free_ok = {
@@ -201,7 +202,7 @@ impl Evaluator {
             }
         }
         let live = |id: u32| ev.series.entries.get(id as usize).is_some_and(|e| e.live);
-        if ev.pending.iter().any(|s| !live(s.series)) {
+        if ev.pending.live().iter().any(|s| !live(s.series)) {
             return Err(SnapshotError::Corrupt(
                 "a buffered sample refers to a missing series".into(),
             ));

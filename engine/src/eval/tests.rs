@@ -598,6 +598,6 @@ fn out_of_order_batches_buffer_as_a_full_stable_sort_would() {
         ev.ingest(&samples);
         reference.extend_from_slice(&samples);
         reference.sort_by_key(|s| s.ts);
-        assert_eq!(ev.pending, reference, "after batch {batch}");
+        assert_eq!(ev.pending.live(), reference, "after batch {batch}");
     }
 }
