@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, info_span, warn};
-use vigil_connectors::otlp::{IntakeError, Mapper, OtlpBatch};
+use vigil_connectors::otlp::{ExportMetricsServiceRequest, IntakeError, Mapper, OtlpBatch};
 use vigil_engine::eval::{
     ActiveAlert, AlertEvent, Event, Intent, Notice, RuleStats, SeriesHistory, Stats,
 };
@@ -17,6 +17,7 @@ use vigil_engine::{Evaluator, Labels, RuleSet, Sample};
 
 use super::checkpoint::Checkpointer;
 use super::metrics::Histogram;
+use super::reclaim::Reclaimer;
 use super::record::RecordTx;
 
 /// Samples from a source: distinct label sets, and samples pointing into them.
@@ -166,6 +167,8 @@ pub(crate) struct Engine {
     otlp_seconds: Histogram,
     /// `--record`: every ingested batch is handed to the recording after evaluation.
     recorder: Option<RecordTx>,
+    /// Frees evaluated OTLP requests off this thread (when not recording them).
+    reclaim: Reclaimer<Box<ExportMetricsServiceRequest>>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -199,6 +202,7 @@ impl Engine {
             scratch: Vec::new(),
             otlp_seconds: Histogram::intake_latency(),
             recorder,
+            reclaim: Reclaimer::spawn("vigil-reclaim"),
         }
     }
 
@@ -326,9 +330,10 @@ impl Engine {
         self.otlp_seconds
             .observe(batch.received_at.elapsed().as_secs_f64());
         // The request goes to the recording (mapped again there, off this task), or
-        // is dropped here; it was allocated by the receiver. Large buffers are not kept.
-        if let Some(r) = &mut self.recorder {
-            r.otlp(batch.request, batch.received_ms, batch.points);
+        // to the reclaim thread to be freed. Large buffers are not kept.
+        match &mut self.recorder {
+            Some(r) => r.otlp(batch.request, batch.received_ms, batch.points),
+            None => self.reclaim.free(batch.request),
         }
         if self.scratch.capacity() > 1 << 20 {
             self.scratch = Vec::new();

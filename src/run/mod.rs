@@ -9,6 +9,7 @@ pub(crate) mod config;
 mod demo;
 mod engine;
 mod metrics;
+mod reclaim;
 mod record;
 mod reload;
 

@@ -260,7 +260,7 @@ struct Out<'a> {
 struct MetricCtx<'a, 's> {
     /// Scope and resource pairs (with aliases), appended after the point's own.
     suffix: &'s [(&'a str, &'a str)],
-    /// [`IdCache::scope_key`] of `suffix`.
+    /// [`IdCache::enter_scope`] of `suffix`.
     scope: u128,
     received_ms: i64,
     /// Delta temporality: values are accumulated.
@@ -314,7 +314,7 @@ impl Mapper {
                 if let Some(r) = &rm.resource {
                     push_attrs(&mut suffix, &r.attributes);
                 }
-                let scope = self.ids.scope_key(&suffix);
+                let scope = self.ids.enter_scope(&suffix);
                 for m in &sm.metrics {
                     let Some(data) = &m.data else { continue };
                     let name = m.name.as_str();

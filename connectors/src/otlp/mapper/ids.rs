@@ -10,10 +10,18 @@
 //! share a key only by a 128-bit collision (about 10⁻²⁶ for a million series). The same
 //! series sent with its attributes in another order has another key and the same id.
 //!
+//! Lookups follow the request's order. Each scope (resource and instrumentation scope)
+//! remembers the keys of its series in the order they last came, and a lookup first
+//! checks the next one there: senders repeat the same metrics in the same order every
+//! export, so the common lookup reads memory next to the previous one instead of a
+//! random slot of a table of every series (a cache miss per point, a fifth of the
+//! engine thread's time at 100 000 series). A key out of that order is found in the
+//! table of every key, and takes its place in the scope's sequence.
+//!
 //! The cache is dropped whenever the registry's [`Generation`] changes (a series
 //! expired and its id may be reused, or the evaluator was replaced on reload) and when
-//! it holds more keys than twice the registry's series plus [`SLACK`], which bounds it
-//! under attribute-order churn.
+//! it holds more keys, or sequence entries, than twice the registry's series plus
+//! [`SLACK`], which bounds it under attribute-order and resource churn.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -48,6 +56,15 @@ impl Hasher for PreHashed {
 #[derive(Debug, Default)]
 pub(super) struct IdCache {
     ids: HashMap<u128, SeriesId, BuildHasherDefault<PreHashed>>,
+    /// Scope key → index into `orders`.
+    scopes: HashMap<u128, u32, BuildHasherDefault<PreHashed>>,
+    /// Per scope, its series' keys and ids in the order they last came.
+    orders: Vec<Vec<(u128, SeriesId)>>,
+    /// Entries in `orders`.
+    ordered: usize,
+    /// The scope being mapped (an index into `orders`) and the position in its order.
+    scope: usize,
+    pos: usize,
     generation: Option<Generation>,
     /// Scratch for the key being built.
     buf: Vec<u8>,
@@ -63,21 +80,35 @@ impl IdCache {
     /// request before [`IdCache::get`].
     pub(super) fn sync(&mut self, series: &SeriesRegistry) {
         let generation = Some(series.generation());
-        if generation != self.generation || self.ids.len() > 2 * series.len() + SLACK {
+        let bound = 2 * series.len() + SLACK;
+        if generation != self.generation || self.ids.len() > bound || self.ordered > bound {
             self.ids.clear();
+            self.scopes.clear();
+            self.orders.clear();
+            self.ordered = 0;
             self.generation = generation;
         }
     }
 
-    /// The hash of a scope's suffix pairs, the first part of its series' keys.
-    pub(super) fn scope_key(&mut self, pairs: &[(&str, &str)]) -> u128 {
+    /// Starts the series of a scope: returns the hash of its suffix pairs, the first
+    /// part of its series' keys, and makes it the scope [`IdCache::get`] and
+    /// [`IdCache::insert`] follow the order of.
+    pub(super) fn enter_scope(&mut self, pairs: &[(&str, &str)]) -> u128 {
         let buf = &mut self.buf;
         buf.clear();
         for (k, v) in pairs {
             put(buf, k);
             put(buf, v);
         }
-        XxHash3_128::oneshot(buf)
+        let key = XxHash3_128::oneshot(buf);
+        let next = self.orders.len();
+        let scope = *self.scopes.entry(key).or_insert(next as u32) as usize;
+        if scope == next {
+            self.orders.push(Vec::new());
+        }
+        self.scope = scope;
+        self.pos = 0;
+        key
     }
 
     /// The key of one output series: its scope's key, name, extra label and the
@@ -109,13 +140,37 @@ impl IdCache {
         XxHash3_128::oneshot(buf)
     }
 
-    pub(super) fn get(&self, key: u128) -> Option<SeriesId> {
-        self.ids.get(&key).copied()
+    /// The id of the series with key `key`, the next of the current scope.
+    pub(super) fn get(&mut self, key: u128) -> Option<SeriesId> {
+        if let Some(&(k, id)) = self.orders[self.scope].get(self.pos) {
+            if k == key {
+                self.pos += 1;
+                return Some(id);
+            }
+        }
+        let id = self.ids.get(&key).copied()?;
+        self.place(key, id);
+        Some(id)
     }
 
-    /// Remembers `id` for `key`; call after interning within the same generation.
+    /// Remembers `id` for `key`, the next series of the current scope; call after
+    /// interning within the same generation.
     pub(super) fn insert(&mut self, key: u128, id: SeriesId) {
         self.ids.insert(key, id);
+        self.place(key, id);
+    }
+
+    /// Puts `(key, id)` at the current position of the current scope's order.
+    fn place(&mut self, key: u128, id: SeriesId) {
+        let order = &mut self.orders[self.scope];
+        match order.get_mut(self.pos) {
+            Some(slot) => *slot = (key, id),
+            None => {
+                order.push((key, id));
+                self.ordered += 1;
+            }
+        }
+        self.pos += 1;
     }
 
     /// Keys cached.

@@ -785,6 +785,39 @@ fn cached_ids_give_the_labels_of_a_fresh_interning() {
 }
 
 #[test]
+fn cached_ids_follow_a_scope_whose_metrics_change_order() {
+    let mut cached = Harness::new();
+    let names = ["a", "b", "c", "d", "e"];
+    // In order, rotated, reversed, with one left out and one new, then in order again.
+    let orders: [&[usize]; 5] = [
+        &[0, 1, 2, 3],
+        &[2, 3, 0, 1],
+        &[3, 2, 1, 0],
+        &[0, 4, 2],
+        &[0, 1, 2, 3],
+    ];
+    for (i, order) in orders.into_iter().enumerate() {
+        let t = T + i as u64 * 1_000_000_000;
+        let req = request(
+            order
+                .iter()
+                .map(|&m| gauge(names[m], vec![number(t, m as f64, vec![kv("code", "200")])]))
+                .collect(),
+        );
+        let (_, got) = cached.run(req.clone());
+        let (_, want) = Harness::new().run(req);
+        let view = |g: &[Got]| {
+            g.iter()
+                .map(|g| (g.labels.clone(), g.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(view(&got), view(&want), "order {order:?}");
+    }
+    assert_eq!(cached.series.len(), 5);
+    assert_eq!(cached.mapper.ids.len(), 5);
+}
+
+#[test]
 fn points_differing_in_one_attribute_value_are_different_series() {
     let mut h = Harness::new();
     for code in ["200", "500", "200"] {
