@@ -582,6 +582,17 @@ fn report(phase: &str, sent: &Sent, before: &str, after: &str) {
         quantile(0.5, &diff) * 1e3,
         quantile(0.99, &diff) * 1e3
     );
+    let checkpoints = |text: &str, result: &str| {
+        metric(
+            text,
+            &format!("vigil_checkpoint_writes_total{{result=\"{result}\"}}"),
+        )
+    };
+    println!(
+        "  checkpoints written during the phase: {} (failed: {})",
+        checkpoints(after, "success") - checkpoints(before, "success"),
+        checkpoints(after, "failure") - checkpoints(before, "failure")
+    );
 }
 
 fn end_to_end(bin: PathBuf, values: &mut Values) {

@@ -240,21 +240,27 @@ impl Engine {
                     Some(cmd) => self.handle(cmd).await,
                     None => break,
                 },
-                _ = tick.tick() => {
-                    self.idle_advance();
-                    if last_checkpoint.elapsed() >= self.settings.checkpoint_every
-                        && self.checkpointer.enabled()
-                        && !self.checkpointer.busy()
-                    {
-                        self.checkpointer.start(self.ev.clone());
-                        last_checkpoint = Instant::now();
-                    }
-                }
+                _ = tick.tick() => self.on_tick(&mut last_checkpoint),
             }
         }
         // Intake has stopped and queued batches are drained: last checkpoint.
         self.checkpointer.write(self.ev.snapshot()).await;
         info!("engine stopped after a final checkpoint");
+    }
+
+    /// Once a second: the idle advance, and checkpoints. A finished checkpoint is
+    /// accounted on the next tick, not when the next one is due, so its metrics lag by
+    /// a second, not by a period.
+    fn on_tick(&mut self, last_checkpoint: &mut Instant) {
+        self.idle_advance();
+        let busy = self.checkpointer.busy();
+        if !busy
+            && self.checkpointer.enabled()
+            && last_checkpoint.elapsed() >= self.settings.checkpoint_every
+        {
+            self.checkpointer.start(self.ev.clone());
+            *last_checkpoint = Instant::now();
+        }
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -462,5 +468,56 @@ impl Engine {
             last_sample_wall_ms: self.last_sample_wall_ms,
             otlp_seconds: self.otlp_seconds.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vigil_engine::EvaluatorConfig;
+
+    use super::*;
+
+    /// A finished checkpoint shows in the status at the next tick (it used to wait for
+    /// the next one to fall due, so `/metrics` lagged a whole period behind).
+    #[test]
+    fn a_finished_checkpoint_is_accounted_at_the_next_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = Arc::new(RuleSet::from_sources(&[]).unwrap());
+        let settings = EngineSettings {
+            lateness_ms: 0,
+            idle_advance: None,
+            checkpoint_every: Duration::from_secs(3600),
+            queue: 1,
+        };
+        let mut engine = Engine::new(
+            Evaluator::new(rules, EvaluatorConfig::default()),
+            settings,
+            Vec::new(),
+            Vec::new(),
+            Checkpointer::new(Some(dir.path().to_path_buf())),
+            None,
+            None,
+        );
+        // Due at once: the first tick starts a checkpoint.
+        let mut last = Instant::now() - Duration::from_secs(3600);
+        engine.on_tick(&mut last);
+        assert_eq!(
+            engine.checkpointer.status().writes_ok,
+            0,
+            "accounted at a tick"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.checkpointer.status().writes_ok == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "not accounted before the next period"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+            engine.on_tick(&mut last);
+        }
+        assert_eq!(engine.checkpointer.status().writes_failed, 0);
+        assert!(dir.path().join("checkpoint.bin").exists());
     }
 }
