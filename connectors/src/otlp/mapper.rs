@@ -612,12 +612,18 @@ impl Mapper {
         self.max_ms = self.max_ms.max(ts);
         let first = out.len();
         let mut pairs = recycle(std::mem::take(&mut self.pairs));
+        let attr_pairs = || {
+            attrs
+                .iter()
+                .filter_map(|kv| Some((kv.key.as_str(), str_value(kv)?)))
+        };
+        // Several output series hash the scope and the attributes once between them.
+        let point =
+            (!ctx.delta && outs.len() > 1).then(|| self.ids.point_key(ctx.scope, attr_pairs()));
         for o in outs {
-            let key = (!ctx.delta).then(|| {
-                let attrs = attrs
-                    .iter()
-                    .filter_map(|kv| Some((kv.key.as_str(), str_value(kv)?)));
-                self.ids.key(ctx.scope, o.name, o.extra, attrs)
+            let key = (!ctx.delta).then(|| match point {
+                Some(p) => self.ids.output_key(p, o.name, o.extra),
+                None => self.ids.key(ctx.scope, o.name, o.extra, attr_pairs()),
             });
             if let Some(id) = key.and_then(|k| self.ids.get(k)) {
                 out.push(Sample {

@@ -5,10 +5,14 @@
 //! The key of an output series is the 128-bit XXH3 of its inputs in request order,
 //! length-prefixed: the hash of its scope's suffix pairs (scope name, resource
 //! attributes and their aliases), the metric name, the extra label (`le`, `quantile`)
-//! and the point's attributes. The labels [`SeriesRegistry::intern_pairs`] makes of
-//! them are a function of that sequence, so equal keys mean equal labels: two sequences
-//! share a key only by a 128-bit collision (about 10⁻²⁶ for a million series). The same
-//! series sent with its attributes in another order has another key and the same id.
+//! and the point's attributes. A point with several output series (a histogram's
+//! `_count`, `_sum` and buckets, a summary's quantiles) hashes its scope's hash and its
+//! attributes once, and each output series hashes that with its name and extra label.
+//! A leading tag keeps the three kinds of input apart. The labels
+//! [`SeriesRegistry::intern_pairs`] makes of them are a function of that sequence, so
+//! equal keys mean equal labels: two sequences share a key only by a 128-bit collision
+//! (about 10⁻²⁶ for a million series). The same series sent with its attributes in
+//! another order has another key and the same id.
 //!
 //! Lookups follow the request's order. Each scope (resource and instrumentation scope)
 //! remembers the keys of its series in the order they last came, and a lookup first
@@ -75,6 +79,26 @@ fn put(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// A series' name and extra label, length-prefixed.
+fn put_series(buf: &mut Vec<u8>, name: &str, extra: Option<(&str, &str)>) {
+    put(buf, name);
+    match extra {
+        Some((k, v)) => {
+            buf.push(1);
+            put(buf, k);
+            put(buf, v);
+        }
+        None => buf.push(0),
+    }
+}
+
+fn put_attrs<'a>(buf: &mut Vec<u8>, attrs: impl Iterator<Item = (&'a str, &'a str)>) {
+    for (k, v) in attrs {
+        put(buf, k);
+        put(buf, v);
+    }
+}
+
 impl IdCache {
     /// Drops the cache if the registry's ids may have changed meaning; call once per
     /// request before [`IdCache::get`].
@@ -111,9 +135,9 @@ impl IdCache {
         key
     }
 
-    /// The key of one output series: its scope's key, name, extra label and the
-    /// point's attribute pairs (as `push_attrs` would push them, aliases excluded: they
-    /// follow from the keys).
+    /// The key of the one output series of a point: its scope's key, name, extra label
+    /// and the point's attribute pairs (as `push_attrs` would push them, aliases
+    /// excluded: they follow from the keys).
     pub(super) fn key<'a>(
         &mut self,
         scope: u128,
@@ -123,20 +147,41 @@ impl IdCache {
     ) -> u128 {
         let buf = &mut self.buf;
         buf.clear();
+        buf.push(0);
         buf.extend_from_slice(&scope.to_le_bytes());
-        put(buf, name);
-        match extra {
-            Some((k, v)) => {
-                buf.push(1);
-                put(buf, k);
-                put(buf, v);
-            }
-            None => buf.push(0),
-        }
-        for (k, v) in attrs {
-            put(buf, k);
-            put(buf, v);
-        }
+        put_series(buf, name, extra);
+        put_attrs(buf, attrs);
+        XxHash3_128::oneshot(buf)
+    }
+
+    /// What the output series of a point with several share: its scope's key and its
+    /// attribute pairs, for [`IdCache::output_key`].
+    pub(super) fn point_key<'a>(
+        &mut self,
+        scope: u128,
+        attrs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> u128 {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.push(1);
+        buf.extend_from_slice(&scope.to_le_bytes());
+        put_attrs(buf, attrs);
+        XxHash3_128::oneshot(buf)
+    }
+
+    /// The key of one output series of a point with several, from its
+    /// [`IdCache::point_key`].
+    pub(super) fn output_key(
+        &mut self,
+        point: u128,
+        name: &str,
+        extra: Option<(&str, &str)>,
+    ) -> u128 {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.push(2);
+        buf.extend_from_slice(&point.to_le_bytes());
+        put_series(buf, name, extra);
         XxHash3_128::oneshot(buf)
     }
 
