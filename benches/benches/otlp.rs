@@ -22,12 +22,12 @@
 //!    (6 M points) as fast as it answers (the most it takes); 300 steps paced at
 //!    1 000 requests/s, 1 M points/s, for 30 s (the latency at the target load, over a
 //!    whole default checkpoint period); 60 steps paced with aligned timestamps (the
-//!    worst case). After each it
-//!    reads `vigil_otlp_request_to_decision_seconds` from `/metrics` for the p99 from
-//!    request received to alert decision, and it stops the process it started.
+//!    worst case). After each it reads `/metrics`: the p99 from request received to
+//!    alert decision (`vigil_otlp_request_to_decision_seconds`) and the checkpoints
+//!    written during the phase. It stops the process it started.
 //!
-//! `cargo bench -p vigil-benches --bench otlp` (add `VIGIL_BIN=target/release/vigil`
-//! after `cargo build --release` for part 2).
+//! `cargo bench -p vigil-benches --no-default-features --features otlp --bench otlp`
+//! (add `VIGIL_BIN=target/release/vigil` after `cargo build --release` for part 2).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
