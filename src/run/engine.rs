@@ -488,7 +488,7 @@ mod tests {
         let settings = EngineSettings {
             lateness_ms: 0,
             idle_advance: None,
-            checkpoint_every: Duration::from_secs(3600),
+            checkpoint_every: Duration::ZERO,
             queue: 1,
         };
         let mut engine = Engine::new(
@@ -500,9 +500,10 @@ mod tests {
             None,
             None,
         );
-        // Due at once: the first tick starts a checkpoint.
-        let mut last = Instant::now() - Duration::from_secs(3600);
+        // Due at once: the first tick starts a checkpoint; the next is due in an hour.
+        let mut last = Instant::now();
         engine.on_tick(&mut last);
+        engine.settings.checkpoint_every = Duration::from_secs(3600);
         assert_eq!(
             engine.checkpointer.status().writes_ok,
             0,
