@@ -24,7 +24,7 @@
 //!
 //! The cache is dropped whenever the registry's [`Generation`] changes (a series
 //! expired and its id may be reused, or the evaluator was replaced on reload) and when
-//! it holds more keys, or sequence entries, than twice the registry's series plus
+//! it holds more keys, scopes or sequence entries than twice the registry's series plus
 //! [`SLACK`], which bounds it under attribute-order and resource churn.
 
 use std::collections::HashMap;
@@ -105,7 +105,11 @@ impl IdCache {
     pub(super) fn sync(&mut self, series: &SeriesRegistry) {
         let generation = Some(series.generation());
         let bound = 2 * series.len() + SLACK;
-        if generation != self.generation || self.ids.len() > bound || self.ordered > bound {
+        if generation != self.generation
+            || self.ids.len() > bound
+            || self.ordered > bound
+            || self.scopes.len() > bound
+        {
             self.ids.clear();
             self.scopes.clear();
             self.orders.clear();
@@ -222,5 +226,28 @@ impl IdCache {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.ids.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scopes whose points are never cached (delta sums) still count towards the
+    /// bound: resource churn cannot grow the cache without end.
+    #[test]
+    fn scope_churn_is_bounded() {
+        let series = SeriesRegistry::default();
+        let mut cache = IdCache::default();
+        cache.sync(&series);
+        for i in 0..=SLACK {
+            cache.enter_scope(&[("pod", &i.to_string())]);
+        }
+        assert_eq!(cache.scopes.len(), SLACK + 1);
+        cache.sync(&series);
+        assert_eq!((cache.scopes.len(), cache.orders.len()), (0, 0));
+        cache.enter_scope(&[("pod", "a")]);
+        cache.sync(&series);
+        assert_eq!(cache.scopes.len(), 1, "kept while within the bound");
     }
 }
