@@ -52,9 +52,11 @@ pub(crate) struct ReplayArgs {
     /// Score against labelled incidents; exit 1 when an expectation fails.
     #[arg(long)]
     expect: Option<PathBuf>,
-    /// How far back in time a recording may go and still be evaluated (default 0s).
-    #[arg(long, default_value = "0s")]
-    lateness: Duration,
+    /// How far back in time a recording may go and still be evaluated. Default: the
+    /// lateness of the live run that made the recording (`vigil run --record` stores
+    /// it in each file), else 0s.
+    #[arg(long)]
+    lateness: Option<Duration>,
     /// Skip malformed lines (counted) instead of stopping at the first.
     #[arg(long)]
     skip_bad: bool,
@@ -191,9 +193,22 @@ pub(crate) fn run_replay(args: ReplayArgs) -> Result<bool> {
         bail!("no inputs: give recordings (files or directories) to replay");
     }
     let inputs = expand_inputs(&args.inputs)?;
+    let lateness_ms = match args.lateness {
+        Some(d) => d.as_millis(),
+        None => match vigil_replay::columnar::recorded_lateness(&inputs)? {
+            Some(ms) => {
+                eprintln!(
+                    "vigil: lateness {} from the recording (the live run's; --lateness overrides)",
+                    Duration::from_millis(ms)
+                );
+                ms
+            }
+            None => 0,
+        },
+    };
     let opts = Options {
         engine: EvaluatorConfig {
-            lateness_ms: args.lateness.as_millis(),
+            lateness_ms,
             ..EvaluatorConfig::default()
         },
         from: args

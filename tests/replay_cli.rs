@@ -345,3 +345,48 @@ fn backtest_prints_one_row_per_combination() {
     assert!(rows[0].starts_with("detect.zscore.threshold=2.5"), "{out}");
     assert!(out.lines().next().unwrap().contains("precision"));
 }
+
+/// A recording made by `vigil run` replays with the lateness the live run had (stored
+/// in its files) unless `--lateness` says otherwise.
+#[test]
+fn replay_takes_the_live_runs_lateness_from_the_recording() {
+    use vigil_replay::columnar::{Recorder, Rotation};
+    use vigil_replay::source::CHUNK_ROWS;
+
+    let (dir, rules) = setup();
+    let rec = dir.path().join("rec");
+    let series = |node: &str| {
+        vigil_engine::Labels::from([
+            ("__name__".to_string(), "temp".to_string()),
+            ("node".to_string(), node.to_string()),
+        ])
+    };
+    let (a, b) = (series("a"), series("b"));
+    let mut r = Recorder::new(&rec, Rotation::default())
+        .unwrap()
+        .with_lateness(30_000);
+    // A first chunk of rows in order, then, in the next chunk, one sample 20 s older
+    // than the newest: on time with the live run's 30 s, late with none.
+    let n = CHUNK_ROWS as i64 + 100;
+    for i in 0..n {
+        r.record(&a, i * 10, 20.0).unwrap();
+    }
+    r.record(&b, (n - 1) * 10 - 20_000, 60.0).unwrap();
+    r.finish().unwrap();
+
+    let run = |extra: &[&str]| {
+        let mut args = vec!["replay", "--rules", rules.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.extend(["--output", "json", rec.to_str().unwrap()]);
+        let o = vigil(&args);
+        (stdout(&o), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (out, err) = run(&[]);
+    assert!(err.contains("lateness 30s from the recording"), "{err}");
+    assert!(err.contains("dropped: 0 late"), "{err}");
+    assert!(out.contains("\"Hot\""), "the on-time sample fires:\n{out}");
+    let (out, err) = run(&["--lateness", "0s"]);
+    assert!(!err.contains("from the recording"), "{err}");
+    assert!(err.contains("dropped: 1 late"), "{err}");
+    assert!(!out.contains("\"Hot\""), "{out}");
+}

@@ -5,6 +5,10 @@
 //! as utf8, or a map of utf8 to utf8), `value` (float64). Written files store `metric`
 //! and `labels` dictionary-encoded, so a series' labels are stored and parsed once per
 //! row group, not once per sample.
+//!
+//! A recording made by `vigil run` also stores, in each file's footer under
+//! [`LATENESS_KEY`], the lateness the live engine ran with, so that a replay evaluates
+//! it with the same lateness by default ([`recorded_lateness`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -21,6 +25,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
 use vigil_engine::labels::{Labels, METRIC_NAME};
 
@@ -263,6 +268,48 @@ pub struct Recorder {
     seq: u64,
     files: Vec<PathBuf>,
     rows: u64,
+    lateness_ms: Option<i64>,
+}
+
+/// The footer key of the live engine's lateness (ms, decimal) in a recording.
+pub const LATENESS_KEY: &str = "vigil.lateness_ms";
+
+/// The lateness (ms) the live engine that recorded `paths` ran with: the largest
+/// found in their footers, None when no file has one (files from `vigil record` or
+/// another writer). Files other than Parquet are skipped.
+pub fn recorded_lateness(paths: &[PathBuf]) -> Result<Option<i64>, ReadError> {
+    let mut found: Option<i64> = None;
+    for path in paths {
+        if path.extension().and_then(|e| e.to_str()) != Some("parquet") {
+            continue;
+        }
+        let f = File::open(path).map_err(|e| ReadError::Io {
+            source_name: path.display().to_string(),
+            source: e,
+        })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+            .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+        let entry = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kvs| kvs.iter().find(|kv| kv.key == LATENESS_KEY))
+            .and_then(|kv| kv.value.clone());
+        if let Some(text) = entry {
+            let ms = text
+                .parse::<i64>()
+                .ok()
+                .filter(|ms| *ms >= 0)
+                .ok_or_else(|| {
+                    bad(
+                        path,
+                        format!("{LATENESS_KEY} in the footer is not a lateness in ms: {text:?}"),
+                    )
+                })?;
+            found = Some(found.map_or(ms, |f| f.max(ms)));
+        }
+    }
+    Ok(found)
 }
 
 /// Rotation settings.
@@ -314,7 +361,15 @@ impl Recorder {
             seq: 0,
             files: Vec::new(),
             rows: 0,
+            lateness_ms: None,
         })
+    }
+
+    /// Stores the live engine's lateness in the footer of every file from now on (see
+    /// [`recorded_lateness`]).
+    pub fn with_lateness(mut self, lateness_ms: i64) -> Self {
+        self.lateness_ms = Some(lateness_ms);
+        self
     }
 
     /// Appends one sample.
@@ -378,6 +433,10 @@ impl Recorder {
                 ZstdLevel::try_new(3).map_err(|e| self.err(e))?,
             ))
             .set_max_row_group_row_count(Some(1 << 20))
+            .set_key_value_metadata(
+                self.lateness_ms
+                    .map(|ms| vec![KeyValue::new(LATENESS_KEY.to_string(), ms.to_string())]),
+            )
             .build();
         let w =
             ArrowWriter::try_new(f, recording_schema(), Some(props)).map_err(|e| self.err(e))?;
@@ -481,6 +540,37 @@ mod tests {
         }
         assert_eq!(rows.len(), 100);
         assert_eq!(rows[99], (99_000, 99.0));
+    }
+
+    #[test]
+    fn the_live_lateness_is_read_back_from_the_footers() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Labels::from([(METRIC_NAME.to_string(), "cpu".to_string())]);
+        let write = |sub: &str, lateness: Option<i64>| {
+            let mut r = Recorder::new(dir.path().join(sub), Rotation::default()).unwrap();
+            if let Some(ms) = lateness {
+                r = r.with_lateness(ms);
+            }
+            r.record(&l, 0, 1.0).unwrap();
+            r.finish().unwrap()
+        };
+        let (plain, two, ten) = (
+            write("a", None),
+            write("b", Some(2_000)),
+            write("c", Some(10_000)),
+        );
+        assert_eq!(recorded_lateness(&plain).unwrap(), None);
+        assert_eq!(recorded_lateness(&two).unwrap(), Some(2_000));
+        let all: Vec<PathBuf> = [plain, two, ten].concat();
+        assert_eq!(
+            recorded_lateness(&all).unwrap(),
+            Some(10_000),
+            "the largest"
+        );
+        let garbage = dir.path().join("x.parquet");
+        std::fs::write(&garbage, b"not parquet").unwrap();
+        let err = recorded_lateness(&[garbage]).unwrap_err().to_string();
+        assert!(err.contains("x.parquet"), "{err}");
     }
 
     /// A series is one shared label set in every chunk (the driver interns it once),

@@ -305,8 +305,12 @@ async fn serve(config: Config, args: RunArgs) -> Result<()> {
 
     // Recording: a writer thread fed by the engine task, closed after it.
     let (record_tx, record_writer, record_stats) = if config.record.dir.is_some() {
-        let (tx, writer, stats) = record::start(&config.record, config.otlp.mapping.clone())
-            .context("cannot start the recording (record:)")?;
+        let (tx, writer, stats) = record::start(
+            &config.record,
+            config.otlp.mapping.clone(),
+            config.engine.lateness.as_millis(),
+        )
+        .context("cannot start the recording (record:)")?;
         (Some(tx), Some(writer), Some(stats))
     } else {
         (None, None, None)

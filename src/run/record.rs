@@ -143,9 +143,11 @@ impl RecordWriter {
 }
 
 /// Starts the writer thread recording into `config.dir` (which must be set).
+/// `lateness_ms` (the engine's) goes into every file's footer, for replay.
 pub(crate) fn start(
     config: &RecordConfig,
     mapping: MappingConfig,
+    lateness_ms: i64,
 ) -> anyhow::Result<(RecordTx, RecordWriter, Arc<RecordStats>)> {
     let dir = config
         .dir
@@ -156,13 +158,14 @@ pub(crate) fn start(
         max_age_ms: config.max_age.as_millis().max(1),
     };
     // Fail at start, not at the first sample, when the directory is unusable.
-    let recorder = Recorder::new(&dir, rotation)?;
+    let recorder = Recorder::new(&dir, rotation)?.with_lateness(lateness_ms);
     let stats = Arc::new(RecordStats::default());
     let (tx, rx) = sync_channel(config.queue.max(1));
     let mut writer = Writer {
         dir: dir.clone(),
         rotation,
         recorder: Some(recorder),
+        lateness_ms,
         opened: None,
         max_wall: Duration::from_millis(config.max_age.as_millis().max(1) as u64),
         stats: Arc::clone(&stats),
@@ -243,6 +246,8 @@ struct Writer {
     rotation: Rotation,
     /// None after a write error, until the next batch (retried at most every 10 s).
     recorder: Option<Recorder>,
+    /// The engine's lateness, stored in each file's footer.
+    lateness_ms: i64,
     /// When the open file was started (wall clock).
     opened: Option<Instant>,
     max_wall: Duration,
@@ -303,7 +308,8 @@ impl Writer {
                     .fetch_add(n, Ordering::Relaxed);
                 return;
             }
-            match Recorder::new(&self.dir, self.rotation) {
+            match Recorder::new(&self.dir, self.rotation).map(|r| r.with_lateness(self.lateness_ms))
+            {
                 Ok(r) => {
                     self.recorder = Some(r);
                     self.closed = 0;
@@ -525,7 +531,7 @@ mod tests {
             }
         }
 
-        let (mut tx, writer, stats) = start(&config, MappingConfig::default()).unwrap();
+        let (mut tx, writer, stats) = start(&config, MappingConfig::default(), 0).unwrap();
         for r in requests {
             tx.otlp(Box::new(r), 0, 2);
         }
@@ -571,7 +577,7 @@ mod tests {
             max_age: vigil_engine::Duration::from_secs(1),
             ..RecordConfig::default()
         };
-        let (mut tx, writer, stats) = start(&config, MappingConfig::default()).unwrap();
+        let (mut tx, writer, stats) = start(&config, MappingConfig::default(), 0).unwrap();
         // Five samples within 5 ms of event time: only the wall clock can rotate.
         tx.samples(batch(5));
         let started = Instant::now();
@@ -600,7 +606,7 @@ mod tests {
             dir: Some(file.join("rec")),
             ..RecordConfig::default()
         };
-        let err = start(&config, MappingConfig::default()).err().unwrap();
+        let err = start(&config, MappingConfig::default(), 0).err().unwrap();
         assert!(err.to_string().contains("rec"), "{err}");
     }
 }
