@@ -227,7 +227,8 @@ fn per_sec(points: u64, d: Duration) -> f64 {
     points as f64 / d.as_secs_f64()
 }
 
-fn in_process(values: &mut Values) {
+/// Runs part 1; returns the decode-only baseline in points/s.
+fn in_process(values: &mut Values) -> f64 {
     let mut pipe = Pipeline::new();
     let started = Instant::now();
     for step in 0..WARMUP_STEPS {
@@ -313,6 +314,7 @@ fn in_process(values: &mut Values) {
         snap.len() as f64 / (1 << 20) as f64,
         t.elapsed().as_secs_f64() * 1e3
     );
+    per_sec(points, decode)
 }
 
 /// A minimal HTTP/1.1 keep-alive client.
@@ -549,7 +551,9 @@ fn drained(admin: &mut Conn, before: &str, requests: usize) -> String {
 }
 
 /// Prints a phase's figures; `after` was read once the engine had evaluated it all.
-fn report(phase: &str, sent: &Sent, before: &str, after: &str) {
+/// `decode`: the in-process decode-only baseline of this run (points/s), to compare an
+/// unpaced phase's rate with.
+fn report(phase: &str, sent: &Sent, before: &str, after: &str, decode: Option<f64>) {
     let evaluated = sent.started.elapsed();
     let pct = |q: f64| {
         let l = &sent.latencies;
@@ -571,6 +575,12 @@ fn report(phase: &str, sent: &Sent, before: &str, after: &str) {
         per_sec(sent.points, evaluated) / 1e6,
         sent.retries
     );
+    if let Some(decode) = decode {
+        println!(
+            "  into the engine / decode-only baseline (one core, in process, this run): {:.2}",
+            per_sec(sent.points, evaluated) / decode
+        );
+    }
     println!(
         "  client, request (scheduled) → 200: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         pct(0.5),
@@ -595,7 +605,7 @@ fn report(phase: &str, sent: &Sent, before: &str, after: &str) {
     );
 }
 
-fn end_to_end(bin: PathBuf, values: &mut Values) {
+fn end_to_end(bin: PathBuf, values: &mut Values, decode: f64) {
     let dir = std::env::temp_dir().join(format!("vigil-otlp-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("rules")).expect("temp dir");
@@ -644,7 +654,7 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
     let before = admin.get("/metrics").expect("metrics");
     let sent = send(otlp_addr, &bodies, None);
     let after = drained(&mut admin, &before, bodies.len());
-    report("saturating", &sent, &before, &after);
+    report("saturating", &sent, &before, &after, Some(decode));
     // Phase 2: paced at the target, one request every millisecond (open loop: latency is
     // counted from each request's scheduled time, so a stall is not hidden).
     drop(bodies);
@@ -660,6 +670,7 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
         &sent,
         &before,
         &after,
+        None,
     );
     // Phase 3: paced again, every point of a step at the step's timestamp: the request
     // that moves the watermark past a step releases all 100 000 of its samples.
@@ -674,6 +685,7 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
         &sent,
         &before,
         &after,
+        None,
     );
     println!(
         "engine: {} samples evaluated, {} dropped late, {} alerts firing now",
@@ -687,7 +699,7 @@ fn end_to_end(bin: PathBuf, values: &mut Values) {
 
 fn main() {
     let mut values = Values::new();
-    in_process(&mut values);
+    let decode = in_process(&mut values);
     match std::env::var_os("VIGIL_BIN") {
         // `cargo bench` runs in `benches/`: a relative path is from the workspace root.
         Some(bin) => end_to_end(
@@ -695,6 +707,7 @@ fn main() {
                 .join("..")
                 .join(bin),
             &mut values,
+            decode,
         ),
         None => println!(
             "end to end skipped: set VIGIL_BIN to a vigil binary (cargo build --release; VIGIL_BIN=target/release/vigil)"
