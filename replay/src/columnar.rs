@@ -10,7 +10,6 @@
 //! [`LATENESS_KEY`], the lateness the live engine ran with, so that a replay evaluates
 //! it with the same lateness by default ([`recorded_lateness`]).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -264,7 +263,8 @@ pub struct Recorder {
     metric: StringDictionaryBuilder<Int32Type>,
     labels: StringDictionaryBuilder<Int32Type>,
     value: Vec<f64>,
-    label_text: HashMap<Labels, (String, String)>,
+    /// Each series' `metric` and `labels` column text, by its labels.
+    label_text: FastMap<Labels, (String, String)>,
     seq: u64,
     files: Vec<PathBuf>,
     rows: u64,
@@ -312,6 +312,19 @@ pub fn recorded_lateness(paths: &[PathBuf]) -> Result<Option<i64>, ReadError> {
     Ok(found)
 }
 
+/// A series' `metric` and `labels` column text: its name, and its other labels as a
+/// JSON object.
+fn label_columns(labels: &Labels) -> (String, String) {
+    let metric = labels.get(METRIC_NAME).cloned().unwrap_or_default();
+    let rest: Labels = labels
+        .iter()
+        .filter(|(k, _)| *k != METRIC_NAME)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let json = serde_json::to_string(&rest).unwrap_or_else(|_| "{}".into());
+    (metric, json)
+}
+
 /// Rotation settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Rotation {
@@ -357,7 +370,7 @@ impl Recorder {
             metric: StringDictionaryBuilder::new(),
             labels: StringDictionaryBuilder::new(),
             value: Vec::new(),
-            label_text: HashMap::new(),
+            label_text: FastMap::default(),
             seq: 0,
             files: Vec::new(),
             rows: 0,
@@ -381,26 +394,23 @@ impl Recorder {
                 self.rotate()?;
             }
         }
-        if !self.label_text.contains_key(labels) {
-            let metric = labels.get(METRIC_NAME).cloned().unwrap_or_default();
-            let rest: Labels = labels
-                .iter()
-                .filter(|(k, _)| *k != METRIC_NAME)
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let json = serde_json::to_string(&rest).unwrap_or_else(|_| "{}".into());
-            if self.label_text.len() > 1_000_000 {
-                self.label_text.clear();
-            }
-            self.label_text.insert(labels.clone(), (metric, json));
-        }
         if self.writer.is_none() {
             self.open(ts)?;
         }
-        let (metric, json) = &self.label_text[labels];
+        if self.label_text.len() > 1_000_000 && !self.label_text.contains_key(labels) {
+            self.label_text.clear();
+        }
+        // One lookup for a known series; the text is made once per series.
+        if let Some((metric, json)) = self.label_text.get(labels) {
+            self.metric.append_value(metric);
+            self.labels.append_value(json);
+        } else {
+            let (metric, json) = label_columns(labels);
+            self.metric.append_value(&metric);
+            self.labels.append_value(&json);
+            self.label_text.insert(labels.clone(), (metric, json));
+        }
         self.ts.push(ts);
-        self.metric.append_value(metric);
-        self.labels.append_value(json);
         self.value.push(value);
         self.rows += 1;
         if self.ts.len() >= CHUNK_ROWS {
