@@ -53,19 +53,18 @@ impl Buffer {
     /// the live part, else grows exactly when this is the largest batch yet, by half
     /// again otherwise (amortised).
     pub(super) fn reserve(&mut self, extra: usize) {
-        let need = self.len() + extra;
         if self.samples.len() + extra <= self.samples.capacity() {
             return;
         }
         if self.head >= self.len() {
             self.compact();
-            if need <= self.samples.capacity() {
+            if self.samples.len() + extra <= self.samples.capacity() {
                 return;
             }
         }
         let cap = self.samples.capacity();
-        self.samples
-            .reserve_exact(need.max(cap + cap / 2) - self.samples.len());
+        let want = (self.samples.len() + extra).max(cap + cap / 2);
+        self.samples.reserve_exact(want - self.samples.len());
     }
 
     /// Drops the oldest `n` live samples.
@@ -129,6 +128,26 @@ mod tests {
             assert_eq!(buf.len(), model.len());
         }
         assert!(next > 1_000_000, "the buffer grew large: {next} pushes");
+    }
+
+    /// A reservation holds the batch whatever the dead prefix: pushing it then does not
+    /// reallocate.
+    #[test]
+    fn a_reservation_holds_the_batch() {
+        let mut buf = Buffer::default();
+        buf.reserve(3_000);
+        for i in 0..3_000 {
+            buf.push(sample(i));
+        }
+        buf.consume(1_000);
+        for extra in [1_500, 10_000] {
+            buf.reserve(extra);
+            let before = buf.samples.as_ptr();
+            for i in 0..extra {
+                buf.push(sample(i));
+            }
+            assert_eq!(buf.samples.as_ptr(), before, "no reallocation for {extra}");
+        }
     }
 
     #[test]
