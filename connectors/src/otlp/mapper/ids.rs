@@ -79,6 +79,12 @@ fn put(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// The tag of a key's kind (see the module docs), then the hash it extends.
+fn put_tagged(buf: &mut Vec<u8>, tag: u8, hash: u128) {
+    buf.push(tag);
+    buf.extend_from_slice(&hash.to_le_bytes());
+}
+
 /// A series' name and extra label, length-prefixed.
 fn put_series(buf: &mut Vec<u8>, name: &str, extra: Option<(&str, &str)>) {
     put(buf, name);
@@ -122,13 +128,7 @@ impl IdCache {
     /// part of its series' keys, and makes it the scope [`IdCache::get`] and
     /// [`IdCache::insert`] follow the order of.
     pub(super) fn enter_scope(&mut self, pairs: &[(&str, &str)]) -> u128 {
-        let buf = &mut self.buf;
-        buf.clear();
-        for (k, v) in pairs {
-            put(buf, k);
-            put(buf, v);
-        }
-        let key = XxHash3_128::oneshot(buf);
+        let key = self.hash(|buf| put_attrs(buf, pairs.iter().copied()));
         let next = self.orders.len();
         let scope = *self.scopes.entry(key).or_insert(next as u32) as usize;
         if scope == next {
@@ -149,13 +149,11 @@ impl IdCache {
         extra: Option<(&str, &str)>,
         attrs: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> u128 {
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.push(0);
-        buf.extend_from_slice(&scope.to_le_bytes());
-        put_series(buf, name, extra);
-        put_attrs(buf, attrs);
-        XxHash3_128::oneshot(buf)
+        self.hash(|buf| {
+            put_tagged(buf, 0, scope);
+            put_series(buf, name, extra);
+            put_attrs(buf, attrs);
+        })
     }
 
     /// What the output series of a point with several share: its scope's key and its
@@ -165,12 +163,10 @@ impl IdCache {
         scope: u128,
         attrs: impl Iterator<Item = (&'a str, &'a str)>,
     ) -> u128 {
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.push(1);
-        buf.extend_from_slice(&scope.to_le_bytes());
-        put_attrs(buf, attrs);
-        XxHash3_128::oneshot(buf)
+        self.hash(|buf| {
+            put_tagged(buf, 1, scope);
+            put_attrs(buf, attrs);
+        })
     }
 
     /// The key of one output series of a point with several, from its
@@ -181,12 +177,17 @@ impl IdCache {
         name: &str,
         extra: Option<(&str, &str)>,
     ) -> u128 {
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.push(2);
-        buf.extend_from_slice(&point.to_le_bytes());
-        put_series(buf, name, extra);
-        XxHash3_128::oneshot(buf)
+        self.hash(|buf| {
+            put_tagged(buf, 2, point);
+            put_series(buf, name, extra);
+        })
+    }
+
+    /// The XXH3-128 of what `fill` writes into the scratch buffer.
+    fn hash(&mut self, fill: impl FnOnce(&mut Vec<u8>)) -> u128 {
+        self.buf.clear();
+        fill(&mut self.buf);
+        XxHash3_128::oneshot(&self.buf)
     }
 
     /// The id of the series with key `key`, the next of the current scope.
