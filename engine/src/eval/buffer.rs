@@ -102,6 +102,16 @@ mod tests {
         }
     }
 
+    /// A buffer of samples `0..n`, reserved as the evaluator does.
+    fn filled(n: usize) -> Buffer {
+        let mut buf = Buffer::default();
+        buf.reserve(n);
+        for i in 0..n {
+            buf.push(sample(i));
+        }
+        buf
+    }
+
     /// Random pushes and releases, while the buffer grows and then while it shrinks,
     /// keep exactly the samples a plain `Vec` would.
     #[test]
@@ -134,11 +144,7 @@ mod tests {
     /// reallocate.
     #[test]
     fn a_reservation_holds_the_batch() {
-        let mut buf = Buffer::default();
-        buf.reserve(3_000);
-        for i in 0..3_000 {
-            buf.push(sample(i));
-        }
+        let mut buf = filled(3_000);
         buf.consume(1_000);
         for extra in [1_500, 10_000] {
             buf.reserve(extra);
@@ -152,11 +158,7 @@ mod tests {
 
     #[test]
     fn a_release_of_a_few_does_not_move_the_rest() {
-        let mut buf = Buffer::default();
-        buf.reserve(100_000);
-        for i in 0..100_000 {
-            buf.push(sample(i));
-        }
+        let mut buf = filled(100_000);
         let before = buf.live().as_ptr();
         buf.consume(10);
         assert_eq!(buf.live().as_ptr(), before.wrapping_add(10));
@@ -165,11 +167,7 @@ mod tests {
 
     #[test]
     fn emptied_buffers_give_their_space_back() {
-        let mut buf = Buffer::default();
-        buf.reserve(1 << 20);
-        for i in 0..(1 << 20) {
-            buf.push(sample(i));
-        }
+        let mut buf = filled(1 << 20);
         buf.consume((1 << 20) - 10);
         assert_eq!(buf.len(), 10);
         assert!(buf.samples.capacity() <= 2048);
