@@ -58,10 +58,7 @@ impl Checkpointer {
             Some(Err(oneshot::error::TryRecvError::Empty)) => true,
             Some(done) => {
                 self.writing = None;
-                self.account(
-                    done.map_err(|_| anyhow!("the checkpoint thread panicked"))
-                        .and_then(|r| r),
-                );
+                self.account(done.ok());
                 false
             }
             None => false,
@@ -100,23 +97,22 @@ impl Checkpointer {
             });
         match started {
             Ok(_) => self.writing = Some(rx),
-            Err(e) => self.account(Err(anyhow!(e).context("cannot start the checkpoint thread"))),
+            Err(e) => self.account(Some(Err(
+                anyhow!(e).context("cannot start the checkpoint thread")
+            ))),
         }
     }
 
     /// Waits for the write in progress, if any, and accounts for it.
     async fn finish(&mut self) {
         if let Some(rx) = self.writing.take() {
-            let done = rx.await;
-            self.account(
-                done.map_err(|_| anyhow!("the checkpoint thread panicked"))
-                    .and_then(|r| r),
-            );
+            self.account(rx.await.ok());
         }
     }
 
-    fn account(&mut self, result: Result<usize>) {
-        match result {
+    /// Counts and logs a write's answer (None: its thread ended without one).
+    fn account(&mut self, answer: Option<Result<usize>>) {
+        match answer.unwrap_or_else(|| Err(anyhow!("the checkpoint thread panicked"))) {
             Ok(len) => {
                 self.status.last_success = Some(SystemTime::now());
                 self.status.writes_ok += 1;
