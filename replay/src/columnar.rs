@@ -54,15 +54,29 @@ fn bad(path: &Path, message: impl Into<String>) -> ReadError {
     }
 }
 
-/// Reads a Parquet recording.
-pub(crate) fn parquet_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<ChunkIter, ReadError> {
+/// Opens `path` and its size, or says which file could not be opened.
+fn open_file(path: &Path) -> Result<(File, u64), ReadError> {
     let f = File::open(path).map_err(|e| ReadError::Io {
         source_name: path.display().to_string(),
         source: e,
     })?;
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
-        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
+    Ok((f, size))
+}
+
+/// A reader of the Parquet file `f` (at `path`), its footer read.
+fn parquet_builder(
+    path: &Path,
+    f: File,
+) -> Result<ParquetRecordBatchReaderBuilder<File>, ReadError> {
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))
+}
+
+/// Reads a Parquet recording.
+pub(crate) fn parquet_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<ChunkIter, ReadError> {
+    let (f, size) = open_file(path)?;
+    let builder = parquet_builder(path, f)?;
     let total = builder.metadata().file_metadata().num_rows().max(1) as u64;
     let reader = builder
         .with_batch_size(CHUNK_ROWS)
@@ -74,11 +88,7 @@ pub(crate) fn parquet_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<Chu
 
 /// Reads an Arrow IPC file.
 pub(crate) fn arrow_chunks(path: &Path, counter: Arc<AtomicU64>) -> Result<ChunkIter, ReadError> {
-    let f = File::open(path).map_err(|e| ReadError::Io {
-        source_name: path.display().to_string(),
-        source: e,
-    })?;
-    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let (f, size) = open_file(path)?;
     let reader = datafusion::arrow::ipc::reader::FileReader::try_new(f, None)
         .map_err(|e| bad(path, format!("not a readable Arrow IPC file: {e}")))?;
     // Rows are not known up front: count progress in batches.
@@ -283,13 +293,8 @@ pub fn recorded_lateness(paths: &[PathBuf]) -> Result<Option<i64>, ReadError> {
         if path.extension().and_then(|e| e.to_str()) != Some("parquet") {
             continue;
         }
-        let f = File::open(path).map_err(|e| ReadError::Io {
-            source_name: path.display().to_string(),
-            source: e,
-        })?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(f)
-            .map_err(|e| bad(path, format!("not a readable Parquet file: {e}")))?;
-        let entry = builder
+        let (f, _) = open_file(path)?;
+        let entry = parquet_builder(path, f)?
             .metadata()
             .file_metadata()
             .key_value_metadata()
