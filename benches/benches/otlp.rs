@@ -288,11 +288,7 @@ fn in_process(values: &mut Values) -> f64 {
         per_sec(points, recv.max(engine)) / 1e6
     );
     per_request.sort();
-    let pct = |q: f64| {
-        per_request[((per_request.len() as f64 * q) as usize).min(per_request.len() - 1)]
-            .as_secs_f64()
-            * 1e3
-    };
+    let pct = |q| percentile_ms(&per_request, q);
     println!(
         "engine task per request (CPU): p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         pct(0.5),
@@ -301,7 +297,7 @@ fn in_process(values: &mut Values) -> f64 {
         pct(1.0)
     );
     println!("alert events during the measured steps: {}", pipe.events);
-    // A periodic checkpoint: the engine task copies the evaluator; a blocking thread
+    // A periodic checkpoint: the engine task copies the evaluator; a thread of its own
     // serialises the copy and writes it.
     let t = Instant::now();
     let copy = pipe.ev.clone();
@@ -418,6 +414,11 @@ fn histogram(text: &str, name: &str) -> Vec<(f64, f64)> {
             Some((le, v.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// The `q` quantile of sorted durations, in ms.
+fn percentile_ms(sorted: &[Duration], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
 /// `histogram_quantile` over cumulative buckets.
@@ -555,10 +556,7 @@ fn drained(admin: &mut Conn, before: &str, requests: usize) -> String {
 /// unpaced phase's rate with.
 fn report(phase: &str, sent: &Sent, before: &str, after: &str, decode: Option<f64>) {
     let evaluated = sent.started.elapsed();
-    let pct = |q: f64| {
-        let l = &sent.latencies;
-        l[((l.len() as f64 * q) as usize).min(l.len() - 1)].as_secs_f64() * 1e3
-    };
+    let pct = |q| percentile_ms(&sent.latencies, q);
     let b0 = histogram(before, "vigil_otlp_request_to_decision_seconds");
     let b1 = histogram(after, "vigil_otlp_request_to_decision_seconds");
     let diff: Vec<(f64, f64)> = b1
@@ -649,44 +647,43 @@ fn end_to_end(bin: PathBuf, values: &mut Values, decode: f64) {
         std::thread::sleep(Duration::from_millis(100));
     };
 
-    // Phase 1: as fast as it answers (the windows fill; the most it takes).
-    let bodies = encode(values, 0..E2E_STEPS);
-    let before = admin.get("/metrics").expect("metrics");
-    let sent = send(otlp_addr, &bodies, None);
-    let after = drained(&mut admin, &before, bodies.len());
-    report("saturating", &sent, &before, &after, Some(decode));
-    // Phase 2: paced at the target, one request every millisecond (open loop: latency is
-    // counted from each request's scheduled time, so a stall is not hidden).
-    drop(bodies);
-    let bodies = encode(values, E2E_STEPS..E2E_STEPS + PACED_STEPS);
-    let before = after;
-    let sent = send(otlp_addr, &bodies, Some(PACE));
-    let after = drained(&mut admin, &before, bodies.len());
-    report(
-        &format!(
-            "paced at {:.2} M points/s",
-            POINTS_PER_REQUEST as f64 / PACE.as_secs_f64() / 1e6
+    // The phases, in order: as fast as it answers (the windows fill; the most it
+    // takes); paced at the target, one request every millisecond (open loop: latency is
+    // counted from each request's scheduled time, so a stall is not hidden); paced
+    // again with every point of a step at the step's timestamp, so the request that
+    // moves the watermark past a step releases all 100 000 of its samples.
+    let paced = format!(
+        "paced at {:.2} M points/s",
+        POINTS_PER_REQUEST as f64 / PACE.as_secs_f64() / 1e6
+    );
+    let phases = [
+        ("saturating", E2E_STEPS, None, true),
+        (paced.as_str(), PACED_STEPS, Some(PACE), true),
+        (
+            "paced, aligned timestamps (worst case)",
+            E2E_STEPS,
+            Some(PACE),
+            false,
         ),
-        &sent,
-        &before,
-        &after,
-        None,
-    );
-    // Phase 3: paced again, every point of a step at the step's timestamp: the request
-    // that moves the watermark past a step releases all 100 000 of its samples.
-    drop(bodies);
-    values.spread = false;
-    let bodies = encode(values, E2E_STEPS + PACED_STEPS..2 * E2E_STEPS + PACED_STEPS);
-    let before = after;
-    let sent = send(otlp_addr, &bodies, Some(PACE));
-    let after = drained(&mut admin, &before, bodies.len());
-    report(
-        "paced, aligned timestamps (worst case)",
-        &sent,
-        &before,
-        &after,
-        None,
-    );
+    ];
+    let mut next_step = 0;
+    let mut after = admin.get("/metrics").expect("metrics");
+    for (phase, steps, pace, spread) in phases {
+        values.spread = spread;
+        let bodies = encode(values, next_step..next_step + steps);
+        next_step += steps;
+        let before = after;
+        let sent = send(otlp_addr, &bodies, pace);
+        after = drained(&mut admin, &before, bodies.len());
+        // Only an unpaced phase's rate says something against the decode baseline.
+        report(
+            phase,
+            &sent,
+            &before,
+            &after,
+            pace.is_none().then_some(decode),
+        );
+    }
     println!(
         "engine: {} samples evaluated, {} dropped late, {} alerts firing now",
         metric(&after, "vigil_samples_evaluated_total"),
